@@ -1,0 +1,1 @@
+"""TFDS builders that ship with the project (importing registers them with TFDS)."""
