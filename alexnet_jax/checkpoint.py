@@ -1,0 +1,202 @@
+"""Orbax checkpoints: params, optimiser state and a JSON `meta` item per step.
+
+Layout: `workdir/checkpoints/<step>/{params,opt_state,meta}`. The three items
+are separate so a notebook can restore params alone (no optimiser state, no
+knowledge of the optimiser), and so `meta` (step, config, plateau state, class
+names) can be read without touching any array.
+
+Saves are asynchronous (training continues while the arrays are written) and
+atomic (Orbax writes to a temporary directory and renames it when complete), so
+a run killed mid-save leaves the previous step as the newest complete one.
+Retention: the newest `keep` steps plus the one with the best `eval_top1`.
+
+Restores use abstract targets carrying the *current* shardings, so a checkpoint
+written on 8 devices restores on one CPU and vice versa.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from typing import Any
+
+import jax
+import numpy as np
+import orbax.checkpoint as ocp
+from orbax.checkpoint import checkpoint_managers as ocp_managers
+
+FORMAT_VERSION = 1
+CHECKPOINT_DIR = "checkpoints"
+ITEM_NAMES = ("params", "opt_state", "meta")
+
+
+class CheckpointError(RuntimeError):
+  """A checkpoint is missing, unreadable, or does not fit the model being restored."""
+
+
+def checkpoint_dir(workdir_or_dir: str) -> str:
+  """`workdir/checkpoints` for a workdir; the path itself when it already is one."""
+  path = os.path.abspath(os.fspath(workdir_or_dir))
+  sub = os.path.join(path, CHECKPOINT_DIR)
+  return sub if os.path.isdir(sub) or not _looks_like_checkpoint_dir(path) else path
+
+
+def _looks_like_checkpoint_dir(path: str) -> bool:
+  return os.path.isdir(path) and any(
+      name.isdigit() and os.path.isdir(os.path.join(path, name)) for name in os.listdir(path))
+
+
+def _shape_differences(expected, stored) -> list[str]:
+  """Human-readable list of leaves whose shape differs or that exist on one side only."""
+  exp = {jax.tree_util.keystr(p): tuple(v.shape)
+         for p, v in jax.tree_util.tree_flatten_with_path(expected)[0]}
+  got = {jax.tree_util.keystr(p): tuple(v.shape)
+         for p, v in jax.tree_util.tree_flatten_with_path(stored)[0]}
+  diffs = []
+  for key in sorted(exp.keys() | got.keys()):
+    if key not in got:
+      diffs.append(f"{key}: expected {exp[key]}, missing from the checkpoint")
+    elif key not in exp:
+      diffs.append(f"{key}: in the checkpoint {got[key]}, not in the model")
+    elif exp[key] != got[key]:
+      diffs.append(f"{key}: model expects {exp[key]}, checkpoint has {got[key]}")
+  return diffs
+
+
+class Checkpointer:
+  """A thin policy layer over `ocp.CheckpointManager` for this project's items."""
+
+  def __init__(self, directory: str, *, keep: int = 3, async_save: bool = True,
+               read_only: bool = False):
+    self.directory = os.path.abspath(os.fspath(directory))
+    policy = ocp_managers.AnyPreservationPolicy([
+        ocp_managers.LatestN(n=max(1, int(keep))),
+        ocp_managers.BestN(get_metric_fn=lambda m: m["eval_top1"], n=1,
+                           keep_checkpoints_without_metrics=False),
+    ])
+    options = ocp.CheckpointManagerOptions(
+        preservation_policy=policy,
+        enable_async_checkpointing=async_save,
+        create=not read_only,
+        read_only=read_only,
+        cleanup_tmp_directories=not read_only,
+    )
+    self._manager = ocp.CheckpointManager(self.directory, item_names=ITEM_NAMES, options=options)
+
+  # ---- queries ----
+  def all_steps(self) -> list[int]:
+    return sorted(self._manager.all_steps())
+
+  def latest_step(self) -> int | None:
+    return self._manager.latest_step()
+
+  def reached_preemption(self, step: int) -> bool:
+    return self._manager.reached_preemption(step)
+
+  def read_meta(self, step: int) -> dict[str, Any]:
+    restored = self._manager.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore()))
+    meta = dict(restored["meta"])
+    version = meta.get("format_version")
+    if version != FORMAT_VERSION:
+      raise CheckpointError(
+          f"Checkpoint step {step} in {self.directory} has format_version={version!r}; this "
+          f"alexnet_jax reads version {FORMAT_VERSION}. Re-export it with the version that wrote it.")
+    return meta
+
+  def stored_shapes(self, step: int, item: str = "params"):
+    """The stored tree of `item` as ShapeDtypeStructs (no array is read)."""
+    meta = self._manager.item_metadata(step)[item]
+    tree = getattr(meta, "tree", meta)
+    return jax.tree.map(lambda m: jax.ShapeDtypeStruct(tuple(m.shape), m.dtype), tree)
+
+  # ---- save ----
+  def save(self, step: int, *, params, opt_state=None, meta: dict[str, Any],
+           metrics: dict[str, float] | None = None, force: bool = False) -> bool:
+    """Starts an asynchronous save of `step`; returns whether a save was started."""
+    meta = dict(meta, format_version=FORMAT_VERSION, step=int(step))
+    items = {"params": ocp.args.StandardSave(params), "meta": ocp.args.JsonSave(meta)}
+    if opt_state is not None:
+      items["opt_state"] = ocp.args.StandardSave(opt_state)
+    return self._manager.save(int(step), args=ocp.args.Composite(**items),
+                              metrics=metrics, force=force)
+
+  def wait(self) -> None:
+    """Blocks until pending asynchronous saves are on disk (raises if one failed)."""
+    self._manager.wait_until_finished()
+
+  def close(self) -> None:
+    self._manager.close()
+
+  # ---- restore ----
+  def restore(self, step: int, *, abstract_params, abstract_opt_state=None):
+    """Restores one step into the given abstract targets (their shardings win).
+
+    Returns (params, opt_state or None, meta). Shapes are compared with the
+    stored metadata first, so a checkpoint of another variant or class count
+    gets an error listing the differing leaves.
+    """
+    meta = self.read_meta(step)
+    diffs = _shape_differences(abstract_params, self.stored_shapes(step, "params"))
+    if diffs:
+      raise CheckpointError(
+          f"Checkpoint step {step} in {self.directory} does not fit this model "
+          f"(it was written for variant {meta.get('config', {}).get('model', {}).get('variant')!r} "
+          f"with {meta.get('num_classes')} classes). Differences:\n  " + "\n  ".join(diffs[:20])
+          + ("\n  ..." if len(diffs) > 20 else ""))
+    items = {"params": ocp.args.StandardRestore(abstract_params)}
+    if abstract_opt_state is not None:
+      items["opt_state"] = ocp.args.StandardRestore(abstract_opt_state)
+    restored = self._manager.restore(step, args=ocp.args.Composite(**items))
+    opt_state = restored["opt_state"] if abstract_opt_state is not None else None
+    return restored["params"], opt_state, meta
+
+  def restore_latest(self, *, abstract_params, abstract_opt_state=None):
+    """Restores the newest readable step, falling back past unreadable ones.
+
+    A step that fails to restore (truncated or missing files) is reported with
+    a warning and skipped, never deleted. A step that does not fit the model is
+    an error: falling back would silently train something else. Returns None
+    when there is no checkpoint at all.
+    """
+    steps = self.all_steps()
+    for step in reversed(steps):
+      try:
+        return self.restore(step, abstract_params=abstract_params,
+                            abstract_opt_state=abstract_opt_state)
+      except CheckpointError:
+        raise
+      except Exception as e:  # pylint: disable=broad-except
+        logging.warning("Checkpoint step %d in %s could not be restored (%s: %s); "
+                        "trying the previous one. It is left on disk for inspection.",
+                        step, self.directory, type(e).__name__, str(e).splitlines()[0][:300])
+    if steps:
+      raise CheckpointError(
+          f"None of the checkpoints {steps} in {self.directory} could be restored; see the "
+          "warnings above. Move the directory away to start from scratch.")
+    return None
+
+
+def config_to_dict(config) -> dict[str, Any]:
+  """A JSON-safe dict of an ml_collections config (tuples become lists)."""
+  return json.loads(config.to_json_best_effort())
+
+
+def save_pretrained(workdir: str, config, params, *, class_names=None, step: int = 0) -> str:
+  """Writes a params-only checkpoint (plus config.json) that `inference.load` can open.
+
+  Used by the PyTorch converter: the layout is the training loop's, without
+  optimiser state.
+  """
+  os.makedirs(workdir, exist_ok=True)
+  config_dict = config_to_dict(config)
+  with open(os.path.join(workdir, "config.json"), "w") as f:
+    json.dump(config_dict, f, indent=2)
+  ckpt = Checkpointer(os.path.join(workdir, CHECKPOINT_DIR), async_save=False)
+  num_classes = int(np.shape(jax.tree.leaves(params)[-1])[-1]) if params else None
+  meta = {"config": config_dict, "class_names": list(class_names) if class_names else None,
+          "num_classes": config.num_classes or num_classes, "source": "pretrained"}
+  ckpt.save(step, params=params, meta=meta, force=True)
+  ckpt.wait()
+  ckpt.close()
+  return ckpt.directory

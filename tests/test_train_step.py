@@ -1,0 +1,121 @@
+"""The sharded train/eval steps: 1 device vs 8, dropout keys, exact masked eval."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from jax.sharding import PartitionSpec as P
+
+from alexnet_jax import optim, parallel, train
+from configs import default
+from tests.helpers import TinyNet, random_batch
+
+
+def _config(**overrides):
+  c = default.get_config()
+  c.image_size = 16
+  c.batch_size = 16
+  c.eval_batch_size = 16
+  c.learning_rate = 0.1
+  c.lr_schedule = "constant"
+  c.eval_crops = 1
+  c.update(overrides)
+  return c
+
+
+def _run_steps(num_devices, config, batches, model):
+  mesh = parallel.create_mesh(jax.devices()[:num_devices])
+  tx = optim.create_optimizer(config)
+  lr_fn = optim.create_learning_rate_fn(config, steps_per_epoch=10)
+  state = train.create_train_state(model, tx, config, mesh)
+  step = train.make_train_step(model, tx, lr_fn, config, mesh)
+  scale = parallel.replicate(np.float32(1.0), mesh)
+  losses = []
+  for b in batches:
+    state, m = step(state, parallel.to_global(b, mesh), scale)
+    losses.append(float(m["loss_sum"] / m["count"]))
+  return jax.device_get(state.params), losses
+
+
+def test_one_device_equals_eight_devices():
+  """The core check of the sharded step: device count changes nothing (dropout off)."""
+  assert jax.device_count() >= 8
+  config = _config()
+  model = TinyNet(dropout_rate=0.0)
+  batches = [random_batch(16, seed=s) for s in range(3)]
+  params1, losses1 = _run_steps(1, config, batches, model)
+  params8, losses8 = _run_steps(8, config, batches, model)
+  np.testing.assert_allclose(losses8, losses1, rtol=1e-5)
+  for a, b in zip(jax.tree.leaves(params1), jax.tree.leaves(params8)):
+    np.testing.assert_allclose(b, a, rtol=1e-5, atol=1e-7)
+  # Guard against a test that passes because nothing moved.
+  init = jax.device_get(train.init_params(model, config, jax.random.key(config.seed)))
+  moved = max(float(np.abs(a - b).max()) for a, b in zip(jax.tree.leaves(params1),
+                                                         jax.tree.leaves(init)))
+  assert moved > 1e-3
+
+
+def test_gradient_is_the_global_mean():
+  """One SGD step without momentum/decay moves params by exactly -lr × mean gradient."""
+  config = _config(momentum=0.0, weight_decay=0.0)
+  model = TinyNet()
+  batch = random_batch(16, seed=3)
+  params8, _ = _run_steps(8, config, [batch], model)
+  init = train.init_params(model, config, jax.random.key(config.seed))
+
+  def loss(p):
+    x = train.normalize_images(jnp.asarray(batch["image"]), config.mean_rgb, config.std_rgb)
+    logits = model.apply({"params": p}, x, train=False)
+    return train.cross_entropy(logits, jnp.asarray(batch["label"])).mean()
+
+  grads = jax.grad(loss)(init)
+  expected = jax.tree.map(lambda p, g: p - config.learning_rate * g, init, grads)
+  for a, b in zip(jax.tree.leaves(expected), jax.tree.leaves(params8)):
+    np.testing.assert_allclose(b, a, rtol=1e-5, atol=1e-6)
+
+
+def test_dropout_keys_differ_per_device_and_step():
+  mesh = parallel.create_mesh(jax.devices()[:8])
+  root = jax.random.key(0)
+
+  def keys(step):
+    f = jax.shard_map(lambda: jax.random.key_data(train.device_dropout_key(root, step))[None],
+                      mesh=mesh, in_specs=(), out_specs=P("data"), check_vma=False)
+    return np.asarray(f()).reshape(8, -1)
+
+  k0, k1 = keys(0), keys(1)
+  assert len({tuple(k) for k in k0}) == 8
+  assert not any((a == b).all() for a, b in zip(k0, k1))
+  np.testing.assert_array_equal(keys(0), k0)  # a function of the step alone
+
+
+@pytest.mark.parametrize("crops", [1, 10])
+def test_eval_step_masks_padding_exactly(crops):
+  config = _config(eval_crops=crops)
+  model = TinyNet()
+  mesh = parallel.create_mesh(jax.devices()[:8])
+  params = train.init_params(model, config, jax.random.key(1))
+  mask = np.arange(16) < 11
+  batch = random_batch(16, seed=5, mask=mask)
+  if crops == 10:
+    rng = np.random.default_rng(0)
+    batch["image"] = rng.integers(0, 256, (16, 10, 16, 16, 3), dtype=np.uint8)
+  step = train.make_eval_step(model, config, mesh)
+  sums = jax.device_get(step(parallel.replicate(params, mesh), parallel.to_global(batch, mesh)))
+
+  # Hand computation on the host, real examples only.
+  images = batch["image"].reshape((-1, 16, 16, 3)).astype(np.float32)
+  x = train.normalize_images(images, config.mean_rgb, config.std_rgb)
+  logits = np.asarray(model.apply({"params": params}, x, train=False), np.float64)
+  probs = np.exp(logits - logits.max(-1, keepdims=True))
+  probs /= probs.sum(-1, keepdims=True)
+  if crops == 10:
+    probs = probs.reshape(16, 10, -1).mean(1)
+  real = np.where(mask)[0]
+  labels = batch["label"][real]
+  p = probs[real]
+  assert sums["count"] == 11
+  np.testing.assert_allclose(sums["loss_sum"], -np.log(p[np.arange(11), labels]).sum(), rtol=1e-4)
+  assert sums["top1_sum"] == (p.argmax(-1) == labels).sum()
+  top5 = np.argsort(-p, axis=-1)[:, :5]
+  assert sums["top5_sum"] == sum(l in t for l, t in zip(labels, top5))
