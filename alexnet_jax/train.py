@@ -33,6 +33,7 @@ from jax.sharding import PartitionSpec as P
 
 from alexnet_jax import checkpoint as ckpt_lib
 from alexnet_jax import config_lib
+from alexnet_jax import faults
 from alexnet_jax import metrics as metrics_lib
 from alexnet_jax import optim
 from alexnet_jax import parallel
@@ -119,6 +120,9 @@ def make_train_step(model, tx, learning_rate_fn: Callable, config, mesh):
     }
     sums = lax.psum(sums, DATA_AXIS)
     sums["grad_norm"] = optax.tree.norm(grads)
+    # Non-finite updates (e.g. a NaN learning rate) poison params while this
+    # step's loss and gradient are still finite: check them too.
+    sums["update_norm"] = optax.tree.norm(updates)
     sums["learning_rate"] = jnp.asarray(lr, jnp.float32)
     return state.replace(step=step + 1, params=params, opt_state=opt_state), sums
 
@@ -361,11 +365,14 @@ def train_and_evaluate(config, workdir: str) -> dict[str, Any]:
     while step < total_steps:
       with jax.profiler.StepTraceAnnotation("train", step_num=step):
         batch = next(train_iter)
-        lr_scale = jax.device_put(np.float32(plateau.scale), lr_scale_sharding)
+        scale = np.float32(np.nan if faults.hit("nan", step + 1) else plateau.scale)
+        lr_scale = jax.device_put(scale, lr_scale_sharding)
         state, step_metrics = train_step(state, batch, lr_scale)
       step += 1
+      faults.hit("step", step)
       window.append(step_metrics)
-      pending.append((step, step_metrics["loss_sum"] + step_metrics["grad_norm"]))
+      pending.append((step, step_metrics["loss_sum"] + step_metrics["grad_norm"]
+                           + step_metrics["update_norm"]))
       for hook in hooks:
         hook(step)
 
@@ -397,6 +404,7 @@ def train_and_evaluate(config, workdir: str) -> dict[str, Any]:
         _check_finite(pending, step)
         save(step, metrics={"eval_top1": eval_metrics["eval_top1"]} if eval_metrics else None,
              force=preempted)
+        faults.hit("save", step)
       if preempted:
         ckpt.wait()
         logging.warning("Saved step %d after SIGTERM; exiting. Rerun the same command to resume.",
