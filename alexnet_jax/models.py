@@ -1,0 +1,541 @@
+"""AlexNet and its descendants as one Flax linen module, plus local response norm.
+
+One `AlexNet` module covers four layouts (`VARIANTS`); a variant fixes the
+layer shapes, and the ablation fields (activation, LRN, pooling, dropout,
+width, initialiser, compute dtype) default per variant and can be overridden
+through `create_model(variant, num_classes=..., **overrides)`.
+
+  paper        Krizhevsky et al. (2012): 96/256/384/384/256 filters, conv2,
+               conv4 and conv5 split into two towers (`feature_group_count=2`,
+               each half sees only its own tower's channels, as on the two
+               GPUs), LRN after the ReLU of conv1 and conv2, overlapping 3/2
+               max-pooling, 4096-4096 FC with dropout 0.5. 60,965,224
+               parameters at 1000 classes. conv1 uses padding 2 so 224 -> 55
+               (the paper's "224" only works with padding; 227 without).
+  torchvision  torchvision's `alexnet` (the "one weird trick" single-tower
+               layout): 64/192/384/256/256, no LRN, adaptive average pool to
+               6x6, dropout before fc6 and fc7. 61,100,840 parameters.
+  seed         The classic PyTorch "AlexNet for flowers" half-width net:
+               48/128/192/192/128, 2048-2048 FC, no average pool, dropout
+               before fc6 and fc7. 16,630,440 parameters at 1000 classes.
+  small        For 32x32 inputs, in the spirit of the cuda-convnet CIFAR-10
+               nets the paper's authors used: conv1 5x5x64 -> ReLU -> LRN ->
+               max-pool 3/2, conv2 5x5x64 -> ReLU -> LRN -> max-pool 3/2,
+               then fc3 (384) -> fc4 (192) -> fc5 (classes). Layers: conv1,
+               conv2, fc3, fc4, fc5. 1,387,786 parameters at 10 classes;
+               trains in minutes on a CPU. No dropout by default (the
+               cuda-convnet CIFAR nets had none; it slows tiny-data runs).
+
+Per-variant defaults (overridable):
+
+  variant      lrn    init   dropout  activation  pool
+  paper        True   paper  0.5      relu        3/2
+  torchvision  False  seed   0.5      relu        3/2
+  seed         False  seed   0.5      relu        3/2
+  small        True   flax   0.0      relu        3/2
+
+Layer (parameter) names: conv1..conv5, fc6, fc7, fc8 for the ImageNet
+variants, so checkpoints and the PyTorch converter agree across variants.
+Besides the modules' own outputs, `capture_intermediates=True` / the
+`intermediates` collection sees `pool1`, `pool2`, `pool5`, `avgpool` (if
+any) and `flatten`, which the shape tests use.
+
+Module call: `model.apply({"params": p}, images, train=False)` with NHWC
+float images (already normalised); returns float32 logits (no softmax). With
+`train=True` and a dropout rate > 0, pass `rngs={"dropout": key}`.
+"""
+
+import dataclasses
+import functools
+import math
+from typing import Any, Optional
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+
+# --------------------------------------------------------------------------
+# Local response normalisation.
+# --------------------------------------------------------------------------
+
+
+def _window_sum(values, before, after):
+  """Sum over channels c - before .. c + after of the last axis (zero padded).
+
+  A handful of shifted slices added together: plain element-wise work that
+  XLA fuses into one loop, where `reduce_window` or a banded matmul over the
+  channels cost several times more on CPU.
+  """
+  channels = values.shape[-1]
+  padded = jnp.pad(values, [(0, 0)] * (values.ndim - 1) + [(before, after)])
+  total = padded[..., 0:channels]
+  for i in range(1, before + after + 1):
+    total = total + padded[..., i:i + channels]
+  return total
+
+
+def _neg_pow(d, beta):
+  """d ** -beta; beta = 0.75 as two rsqrts, ~3x cheaper than pow on CPU."""
+  if beta == 0.75:
+    return jax.lax.rsqrt(d) * jax.lax.rsqrt(jnp.sqrt(d))
+  if beta == 0.5:
+    return jax.lax.rsqrt(d)
+  return jnp.power(d, -beta)
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(1, 2, 3, 4))
+def local_response_norm(x, size=5, alpha=1e-4, beta=0.75, k=2.0):
+  """`torch.nn.LocalResponseNorm` over the last axis; see `LocalResponseNorm`."""
+  return _lrn_fwd(x, size, alpha, beta, k)[0]
+
+
+def _lrn_fwd(x, size, alpha, beta, k):
+  denom = k + (alpha / size) * _window_sum(x * x, size // 2, (size - 1) // 2)
+  scale = _neg_pow(denom, beta)
+  return x * scale, (x, denom, scale)
+
+
+def _lrn_bwd(size, alpha, beta, k, residuals, g):
+  # y_c = x_c d_c^-b with d_c = k + a/n sum_{j in W(c)} x_j^2, so
+  # dL/dx_j = g_j d_j^-b - (2 a b / n) x_j sum_{c: j in W(c)} g_c x_c d_c^(-b-1).
+  # The transposed window runs c - (size-1)//2 .. c + size//2. Written out by
+  # hand because autodiff of the slices and pow is ~3x slower on XLA:CPU.
+  del k
+  x, denom, scale = residuals
+  t = g * x * scale / denom
+  back = _window_sum(t, (size - 1) // 2, size // 2)
+  return (g * scale - (2.0 * alpha * beta / size) * x * back,)
+
+
+local_response_norm.defvjp(_lrn_fwd, _lrn_bwd)
+
+
+class LocalResponseNorm(nn.Module):
+  """Local response normalisation across channels (the last axis, NHWC).
+
+  The paper (Sec. 3.3) writes, for the activity a^i at channel i,
+
+      b^i = a^i / (k + alpha * sum_{j=max(0, i-n/2)}^{min(N-1, i+n/2)} (a^j)^2)^beta
+
+  with k=2, n=5, alpha=1e-4, beta=0.75. We follow `torch.nn.LocalResponseNorm`
+  (as do Caffe and cuda-convnet): alpha is divided by n, i.e.
+
+      b^i = a^i / (k + alpha / n * sum_j (a^j)^2)^beta,
+
+  where the window holds channels i - n//2 .. i + (n-1)//2 (zeros beyond the
+  edges). So the paper's hyper-parameters given to this layer reproduce the
+  PyTorch/Caffe reading, and `alpha=n * 1e-4` reproduces the literal formula
+  (TensorFlow's `tf.nn.local_response_normalization` uses the literal one, with
+  a radius instead of n).
+
+  Cost matters: LRN sits on the two largest activation maps. The windowed sum
+  is a few shifted slices (fused element-wise work) and the gradient is written
+  by hand (`local_response_norm`'s custom VJP). It runs in float32 whatever the
+  input dtype, since bf16 squares summed and raised to a power lose too many
+  bits.
+  """
+
+  size: int = 5
+  alpha: float = 1e-4
+  beta: float = 0.75
+  k: float = 2.0
+
+  @nn.compact
+  def __call__(self, x):
+    if self.size < 1:
+      raise ValueError(f"LocalResponseNorm size must be >= 1, got {self.size}.")
+    y = local_response_norm(x.astype(jnp.float32), int(self.size),
+                            float(self.alpha), float(self.beta), float(self.k))
+    return y.astype(x.dtype)
+
+
+# --------------------------------------------------------------------------
+# Architectures.
+# --------------------------------------------------------------------------
+
+
+@dataclasses.dataclass(frozen=True)
+class ConvSpec:
+  """One conv layer: conv -> activation [-> LRN] [-> max-pool]."""
+  name: str
+  features: int
+  kernel: int
+  stride: int = 1
+  padding: int = 0
+  groups: int = 1
+  lrn: bool = False  # LRN here when the model's `lrn` is on.
+  pool: bool = False  # Max-pool after this layer.
+  bias_one: bool = False  # `init="paper"` sets this layer's bias to 1.
+
+
+@dataclasses.dataclass(frozen=True)
+class Architecture:
+  """Fixed layout of a variant; the ablation fields live on the module."""
+  convs: tuple
+  hidden: tuple  # ((name, width), ...) hidden FC layers; biases 1 under paper init.
+  head: str  # name of the classifier layer
+  avg_pool: Optional[tuple]  # adaptive average pool output (H, W), or None
+  dropout_before_hidden: bool  # True: torch style (before fc6, fc7);
+  # False: paper style (on the outputs of fc6, fc7, i.e. before fc7, fc8).
+  image_size: int
+  defaults: dict  # default ablation settings
+
+
+_IMAGENET_DEFAULTS = dict(activation="relu", overlapping_pool=True,
+                          dropout_rate=0.5, width_multiplier=1.0,
+                          dtype=jnp.dtype("float32"))
+
+ARCHITECTURES = {
+    "paper": Architecture(
+        convs=(
+            ConvSpec("conv1", 96, 11, stride=4, padding=2, lrn=True, pool=True),
+            ConvSpec("conv2", 256, 5, padding=2, groups=2, lrn=True, pool=True,
+                     bias_one=True),
+            ConvSpec("conv3", 384, 3, padding=1),
+            ConvSpec("conv4", 384, 3, padding=1, groups=2, bias_one=True),
+            ConvSpec("conv5", 256, 3, padding=1, groups=2, pool=True,
+                     bias_one=True),
+        ),
+        hidden=(("fc6", 4096), ("fc7", 4096)),
+        head="fc8",
+        avg_pool=None,
+        dropout_before_hidden=False,
+        image_size=224,
+        defaults=dict(_IMAGENET_DEFAULTS, lrn=True, init="paper"),
+    ),
+    "torchvision": Architecture(
+        convs=(
+            ConvSpec("conv1", 64, 11, stride=4, padding=2, pool=True),
+            ConvSpec("conv2", 192, 5, padding=2, pool=True, bias_one=True),
+            ConvSpec("conv3", 384, 3, padding=1),
+            ConvSpec("conv4", 256, 3, padding=1, bias_one=True),
+            ConvSpec("conv5", 256, 3, padding=1, pool=True, bias_one=True),
+        ),
+        hidden=(("fc6", 4096), ("fc7", 4096)),
+        head="fc8",
+        avg_pool=(6, 6),
+        dropout_before_hidden=True,
+        image_size=224,
+        # torchvision's own init is kaiming-uniform; "seed" is the nearest
+        # named scheme and the one the seed code trains this layout with.
+        defaults=dict(_IMAGENET_DEFAULTS, lrn=False, init="seed"),
+    ),
+    "seed": Architecture(
+        convs=(
+            ConvSpec("conv1", 48, 11, stride=4, padding=2, pool=True),
+            ConvSpec("conv2", 128, 5, padding=2, pool=True, bias_one=True),
+            ConvSpec("conv3", 192, 3, padding=1),
+            ConvSpec("conv4", 192, 3, padding=1, bias_one=True),
+            ConvSpec("conv5", 128, 3, padding=1, pool=True, bias_one=True),
+        ),
+        hidden=(("fc6", 2048), ("fc7", 2048)),
+        head="fc8",
+        avg_pool=None,
+        dropout_before_hidden=True,
+        image_size=224,
+        defaults=dict(_IMAGENET_DEFAULTS, lrn=False, init="seed"),
+    ),
+    "small": Architecture(
+        convs=(
+            ConvSpec("conv1", 64, 5, padding=2, lrn=True, pool=True),
+            ConvSpec("conv2", 64, 5, padding=2, lrn=True, pool=True,
+                     bias_one=True),
+        ),
+        hidden=(("fc3", 384), ("fc4", 192)),
+        head="fc5",
+        avg_pool=None,
+        dropout_before_hidden=False,
+        image_size=32,
+        defaults=dict(activation="relu", lrn=True, overlapping_pool=True,
+                      dropout_rate=0.0, width_multiplier=1.0, init="flax",
+                      dtype=jnp.dtype("float32")),
+    ),
+}
+
+VARIANTS = tuple(ARCHITECTURES)
+ACTIVATIONS = ("relu", "tanh", "leaky_relu", "elu", "selu")
+INITS = ("paper", "seed", "flax")
+DTYPES = ("float32", "bfloat16", "float16")
+OVERRIDES = ("activation", "lrn", "overlapping_pool", "dropout_rate",
+             "width_multiplier", "init", "dtype")
+
+_ACTIVATION_FNS = {
+    "relu": jax.nn.relu,
+    "tanh": jnp.tanh,
+    "leaky_relu": jax.nn.leaky_relu,  # slope 0.01, as torch.nn.LeakyReLU
+    "elu": jax.nn.elu,
+    "selu": jax.nn.selu,
+}
+
+
+def default_image_size(variant: str) -> int:
+  """The input size a variant is designed for (224, or 32 for `small`)."""
+  return _architecture(variant).image_size
+
+
+def _architecture(variant):
+  if variant not in ARCHITECTURES:
+    raise ValueError(f"Unknown model variant {variant!r}; "
+                     f"allowed: {', '.join(VARIANTS)}.")
+  return ARCHITECTURES[variant]
+
+
+def _scaled(width, multiplier, multiple=1):
+  """Width times `multiplier`, rounded to a positive multiple of `multiple`."""
+  return max(multiple, int(round(width * multiplier / multiple)) * multiple)
+
+
+def adaptive_avg_pool(x, output_size):
+  """`torch.nn.AdaptiveAvgPool2d` on NHWC: bin i covers [floor(i*H/h), ceil((i+1)*H/h))."""
+  out_h, out_w = output_size
+  _, h, w, _ = x.shape
+  if (h, w) == (out_h, out_w):
+    return x
+
+  def pool_axis(y, axis, size_in, size_out):
+    if size_in % size_out == 0:
+      shape = list(y.shape)
+      shape[axis:axis + 1] = [size_out, size_in // size_out]
+      return y.reshape(shape).mean(axis=axis + 1)
+    bins = []
+    for i in range(size_out):
+      start = (i * size_in) // size_out
+      end = -((-(i + 1) * size_in) // size_out)
+      bins.append(jax.lax.slice_in_dim(y, start, end, axis=axis).mean(
+          axis=axis, keepdims=True))
+    return jnp.concatenate(bins, axis=axis)
+
+  return pool_axis(pool_axis(x, 1, h, out_h), 2, w, out_w)
+
+
+# --------------------------------------------------------------------------
+# The network.
+# --------------------------------------------------------------------------
+
+
+class AlexNet(nn.Module):
+  """AlexNet family; build it with `create_model` (which validates fields).
+
+  Attributes:
+    variant: one of `VARIANTS`; fixes the layout.
+    num_classes: logits per example.
+    activation: relu | tanh | leaky_relu | elu | selu (after every conv and
+      hidden FC layer).
+    lrn: LocalResponseNorm (paper settings) after the activation of the
+      layers the variant marks (conv1 and conv2), before their pooling.
+    overlapping_pool: True: 3x3 windows with stride 2 (the paper's
+      overlapping pooling); False: 2x2 with stride 2.
+    dropout_rate: dropout on the hidden FC layers (0 disables).
+    width_multiplier: scales every conv and hidden FC width (conv widths are
+      rounded to a multiple of the two towers in `paper`).
+    initializer: the `init` override (config.model.init; a linen module cannot
+      have a field named `init`, that is its init method). paper: N(0, 0.01)
+      weights; biases 1 in conv2, conv4, conv5 and the hidden FC layers (conv2,
+      fc3, fc4 in `small`), else 0. seed (Kaiming-normal fan_out with ReLU gain
+      for convs, N(0, 0.01) for dense layers, zero biases) or flax (Flax
+      defaults: LeCun-normal kernels, zero biases).
+    dtype: compute dtype (e.g. jnp.bfloat16); parameters stay float32 and the
+      logits are returned in float32.
+  """
+
+  variant: str = "paper"
+  num_classes: int = 1000
+  activation: str = "relu"
+  lrn: bool = True
+  overlapping_pool: bool = True
+  dropout_rate: float = 0.5
+  width_multiplier: float = 1.0
+  initializer: str = "paper"
+  dtype: Any = jnp.float32
+
+  def _initializers(self, bias_one, is_conv):
+    if self.initializer == "paper":
+      kernel = nn.initializers.normal(stddev=0.01)
+      bias = nn.initializers.ones if bias_one else nn.initializers.zeros
+    elif self.initializer == "seed":
+      kernel = (nn.initializers.variance_scaling(2.0, "fan_out", "normal")
+                if is_conv else nn.initializers.normal(stddev=0.01))
+      bias = nn.initializers.zeros
+    elif self.initializer == "flax":
+      kernel, bias = nn.initializers.lecun_normal(), nn.initializers.zeros
+    else:
+      raise ValueError(f"Unknown init {self.initializer!r}; "
+                       f"allowed: {', '.join(INITS)}.")
+    return dict(kernel_init=kernel, bias_init=bias)
+
+  def _dense(self, name, width, bias_one):
+    return nn.Dense(width, dtype=self.dtype, param_dtype=jnp.float32, name=name,
+                    **self._initializers(bias_one, is_conv=False))
+
+  @nn.compact
+  def __call__(self, x, train: bool = False):
+    arch = _architecture(self.variant)
+    if self.activation not in _ACTIVATION_FNS:
+      raise ValueError(f"Unknown activation {self.activation!r}; "
+                       f"allowed: {', '.join(ACTIVATIONS)}.")
+    act = _ACTIVATION_FNS[self.activation]
+    if x.ndim != 4:
+      raise ValueError(f"AlexNet expects NHWC images, got shape {x.shape}.")
+    input_shape = x.shape
+    window = 3 if self.overlapping_pool else 2
+
+    # Every conv width is a multiple of the largest group count, so a grouped
+    # conv's input (the previous layer's output) splits evenly into towers too.
+    multiple = max(spec.groups for spec in arch.convs)
+    x = x.astype(self.dtype)
+    for spec in arch.convs:
+      x = nn.Conv(
+          _scaled(spec.features, self.width_multiplier, multiple),
+          (spec.kernel, spec.kernel),
+          strides=(spec.stride, spec.stride),
+          padding=[(spec.padding, spec.padding)] * 2,
+          feature_group_count=spec.groups,
+          dtype=self.dtype, param_dtype=jnp.float32, name=spec.name,
+          **self._initializers(spec.bias_one, is_conv=True))(x)
+      x = act(x)
+      if spec.lrn and self.lrn:
+        x = LocalResponseNorm(name="lrn" + spec.name[len("conv"):])(x)
+      if spec.pool:
+        if min(x.shape[1:3]) < window:
+          raise ValueError(
+              f"Images of shape {input_shape[1:3]} are too small for variant "
+              f"{self.variant!r}: {spec.name} outputs {x.shape[1:3]}, smaller "
+              f"than the {window}x{window} pooling window. The variant is "
+              f"designed for {arch.image_size}x{arch.image_size} inputs.")
+        x = nn.max_pool(x, (window, window), strides=(2, 2), padding="VALID")
+        self.sow("intermediates", "pool" + spec.name[len("conv"):], x)
+
+    if arch.avg_pool is not None:
+      x = adaptive_avg_pool(x, arch.avg_pool)
+      self.sow("intermediates", "avgpool", x)
+    # NHWC flattens (H, W, C); the converter permutes PyTorch's (C, H, W).
+    x = x.reshape((x.shape[0], -1))
+    self.sow("intermediates", "flatten", x)
+
+    dropout = nn.Dropout(self.dropout_rate, deterministic=not train, name="dropout")
+    use_dropout = self.dropout_rate > 0
+    for name, width in arch.hidden:
+      if use_dropout and arch.dropout_before_hidden:
+        x = dropout(x)
+      x = act(self._dense(name, _scaled(width, self.width_multiplier), True)(x))
+      if use_dropout and not arch.dropout_before_hidden:
+        x = dropout(x)
+    x = self._dense(arch.head, self.num_classes, False)(x)
+    return x.astype(jnp.float32)
+
+
+# --------------------------------------------------------------------------
+# Construction and accounting.
+# --------------------------------------------------------------------------
+
+
+def _check_override(key, value):
+  """Validates one override; returns the value in canonical form."""
+  if key == "activation":
+    if value not in ACTIVATIONS:
+      raise ValueError(f"model.activation={value!r} is not supported; "
+                       f"allowed: {', '.join(ACTIVATIONS)}.")
+  elif key in ("lrn", "overlapping_pool"):
+    if not isinstance(value, (bool, np.bool_)):
+      raise ValueError(f"model.{key} must be a bool, got {value!r}.")
+    value = bool(value)
+  elif key == "dropout_rate":
+    if (isinstance(value, bool) or not isinstance(value, (int, float))
+        or not 0.0 <= value < 1.0):
+      raise ValueError(f"model.dropout_rate must be a number in [0, 1), "
+                       f"got {value!r}.")
+    value = float(value)
+  elif key == "width_multiplier":
+    if (isinstance(value, bool) or not isinstance(value, (int, float))
+        or not math.isfinite(value) or value <= 0):
+      raise ValueError(f"model.width_multiplier must be a positive number, "
+                       f"got {value!r}.")
+    value = float(value)
+  elif key == "init":
+    if value not in INITS:
+      raise ValueError(f"model.init={value!r} is not supported; "
+                       f"allowed: {', '.join(INITS)}.")
+  elif key == "dtype":
+    try:
+      name = jnp.dtype(value).name
+    except TypeError:
+      name = None
+    if name not in DTYPES:
+      raise ValueError(f"model dtype {value!r} is not supported; "
+                       f"allowed: {', '.join(DTYPES)}.")
+    value = jnp.dtype(name)
+  return value
+
+
+def create_model(variant: str, *, num_classes: int, **overrides) -> AlexNet:
+  """Builds a variant with its defaults, then applies `overrides`.
+
+  Args:
+    variant: one of `VARIANTS`.
+    num_classes: number of logits.
+    **overrides: any of `OVERRIDES` (activation, lrn, overlapping_pool,
+      dropout_rate, width_multiplier, init, dtype). A value of None means "the
+      variant's default" (config placeholders pass through untouched).
+
+  Returns:
+    An `AlexNet` module.
+
+  Raises:
+    ValueError: unknown variant, unknown override key, or a bad value.
+  """
+  arch = _architecture(variant)
+  if (isinstance(num_classes, bool) or not isinstance(num_classes, (int, np.integer))
+      or num_classes < 1):
+    raise ValueError(f"num_classes must be a positive int, got {num_classes!r}.")
+  unknown = sorted(set(overrides) - set(OVERRIDES))
+  if unknown:
+    raise ValueError(f"Unknown model override(s) {unknown}; "
+                     f"allowed: {', '.join(OVERRIDES)}.")
+  fields = dict(arch.defaults)
+  for key, value in overrides.items():
+    if value is not None:
+      fields[key] = _check_override(key, value)
+  fields["initializer"] = fields.pop("init")
+  return AlexNet(variant=variant, num_classes=int(num_classes), **fields)
+
+
+def count_params(params) -> int:
+  """Total number of scalars in a parameter pytree (arrays or shape structs)."""
+  return int(sum(np.prod(leaf.shape, dtype=np.int64)
+                 for leaf in jax.tree_util.tree_leaves(params)))
+
+
+def forward_macs(variant: str, image_size: Optional[int] = None,
+                 num_classes: int = 1000, **overrides) -> int:
+  """Multiply-adds of the conv and dense layers for one image.
+
+  Counted from the shapes the model actually produces (traced abstractly, no
+  computation): a conv contributes output elements x kernel area x input
+  channels per group, a dense layer in x out. Activations, LRN, pooling and
+  biases are not counted, as is conventional.
+  """
+  model = create_model(variant, num_classes=num_classes, **overrides)
+  size = image_size or default_image_size(variant)
+  images = jax.ShapeDtypeStruct((1, size, size, 3), jnp.float32)
+  macs = []
+
+  def count(next_fun, args, kwargs, context):
+    out = next_fun(*args, **kwargs)
+    module = context.module
+    if context.method_name == "__call__":
+      if isinstance(module, nn.Conv):
+        in_ch = args[0].shape[-1] // module.feature_group_count
+        macs.append(int(np.prod(out.shape[1:])) * int(np.prod(module.kernel_size))
+                    * in_ch)
+      elif isinstance(module, nn.Dense):
+        macs.append(int(args[0].shape[-1]) * int(out.shape[-1]))
+    return out
+
+  def run(x):
+    with nn.intercept_methods(count):
+      return model.init_with_output(jax.random.key(0), x)[0]
+
+  jax.eval_shape(run, images)
+  return int(sum(macs))
