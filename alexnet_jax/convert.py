@@ -1,0 +1,240 @@
+"""PyTorch AlexNet weights -> Flax params, and a CLI that writes a checkpoint.
+
+Works for the `torchvision` and `seed` variants, whose PyTorch modules share
+torchvision's key layout:
+
+  features.0  conv1      classifier.1  fc6
+  features.3  conv2      classifier.4  fc7
+  features.6  conv3      classifier.6  fc8
+  features.8  conv4
+  features.10 conv5
+
+Two layout differences matter. Conv kernels are OIHW in PyTorch and HWIO in
+Flax. And fc6 consumes a flattened feature map: PyTorch flattens (C, H, W),
+our NHWC model flattens (H, W, C), so fc6's input rows are permuted, not merely
+transposed; getting this wrong still "loads" but gives wrong logits.
+
+CLI:
+
+  python -m alexnet_jax.convert --variant=torchvision \\
+      --torch_checkpoint=alexnet-owt-7be5be79.pth --workdir=/tmp/tv [--num_classes=N]
+
+writes a params-only checkpoint (the training loop's Orbax layout, step 0)
+plus config.json via `alexnet_jax.checkpoint.save_pretrained`.
+"""
+
+import importlib.util
+import math
+import os
+import sys
+
+import numpy as np
+
+from alexnet_jax import models
+
+CONVERTIBLE_VARIANTS = ("torchvision", "seed")
+
+# Flax layer name -> PyTorch module prefix (torchvision's `alexnet` layout).
+TORCH_NAMES = {
+    "conv1": "features.0",
+    "conv2": "features.3",
+    "conv3": "features.6",
+    "conv4": "features.8",
+    "conv5": "features.10",
+    "fc6": "classifier.1",
+    "fc7": "classifier.4",
+    "fc8": "classifier.6",
+}
+
+
+def _to_numpy(value):
+  """A torch tensor or array-like as a float32 numpy array (torch not imported)."""
+  if hasattr(value, "detach"):  # torch.Tensor; .float() also handles bf16/fp16
+    value = value.detach().cpu().float().numpy()
+  return np.asarray(value, dtype=np.float32)
+
+
+def _flax_shapes(variant, num_classes):
+  """{layer: {"kernel": shape, "bias": shape}} of the Flax model, traced abstractly."""
+  import jax  # pylint: disable=g-import-not-at-top
+  import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
+  model = models.create_model(variant, num_classes=num_classes)
+  size = models.default_image_size(variant)
+  shapes = jax.eval_shape(
+      lambda: model.init(jax.random.key(0), jnp.zeros((1, size, size, 3))))["params"]
+  return {layer: {k: tuple(v.shape) for k, v in leaves.items()}
+          for layer, leaves in shapes.items()}
+
+
+def _torch_shape(layer, kind, flax_shape):
+  if kind == "bias":
+    return flax_shape
+  if layer.startswith("conv"):
+    h, w, i, o = flax_shape
+    return (o, i, h, w)
+  fan_in, fan_out = flax_shape
+  return (fan_out, fan_in)
+
+
+def _strip_prefix(state_dict, prefix="module."):
+  """Drops the `module.` prefix DataParallel/DDP checkpoints carry."""
+  if state_dict and all(k.startswith(prefix) for k in state_dict):
+    return {k[len(prefix):]: v for k, v in state_dict.items()}
+  return dict(state_dict)
+
+
+def from_torch_state_dict(state_dict, variant, *, num_classes=None):
+  """Maps a torchvision-layout AlexNet state dict to Flax params.
+
+  Args:
+    state_dict: mapping of `features.N.weight`, ..., `classifier.6.bias` to
+      torch tensors or numpy arrays (e.g. `torch_model.state_dict()`). A
+      `module.` prefix on every key (DataParallel) is dropped.
+    variant: "torchvision" or "seed".
+    num_classes: expected classifier size; None reads it from
+      `classifier.6.weight`.
+
+  Returns:
+    {"conv1": {"kernel", "bias"}, ..., "fc8": {...}}, float32 numpy arrays,
+    ready for `model.apply({"params": params}, images)`.
+
+  Raises:
+    ValueError: unsupported variant, or a state dict that does not fit the
+      variant; the message lists every missing key, unexpected key and shape
+      mismatch at once.
+  """
+  if variant not in CONVERTIBLE_VARIANTS:
+    raise ValueError(f"Cannot convert PyTorch weights for variant {variant!r}; "
+                     f"supported: {', '.join(CONVERTIBLE_VARIANTS)}.")
+  state_dict = _strip_prefix(state_dict)
+  if num_classes is None:
+    head = state_dict.get(TORCH_NAMES["fc8"] + ".weight")
+    if head is None or len(np.shape(head)) != 2:
+      raise ValueError(
+          "Cannot infer num_classes: the state dict has no 2-D "
+          f"'{TORCH_NAMES['fc8']}.weight'. Pass num_classes explicitly. Keys: "
+          f"{sorted(state_dict)}")
+    num_classes = int(np.shape(head)[0])
+
+  expected = {}  # torch key -> (layer, kind, flax shape, torch shape)
+  for layer, leaves in _flax_shapes(variant, num_classes).items():
+    for kind, flax_shape in leaves.items():
+      key = f"{TORCH_NAMES[layer]}.{'weight' if kind == 'kernel' else 'bias'}"
+      expected[key] = (layer, kind, flax_shape, _torch_shape(layer, kind, flax_shape))
+
+  problems = []
+  for key in sorted(set(expected) - set(state_dict)):
+    problems.append(f"missing key {key!r} (expected shape {expected[key][3]})")
+  for key in sorted(set(state_dict) - set(expected)):
+    problems.append(f"unexpected key {key!r} (shape {tuple(np.shape(state_dict[key]))})")
+  for key in sorted(set(expected) & set(state_dict)):
+    got = tuple(np.shape(state_dict[key]))
+    if got != expected[key][3]:
+      problems.append(f"shape mismatch for {key!r}: got {got}, "
+                      f"expected {expected[key][3]}")
+  if problems:
+    raise ValueError(
+        f"PyTorch state dict does not fit AlexNet variant {variant!r} with "
+        f"{num_classes} classes ({len(problems)} problem(s)):\n  "
+        + "\n  ".join(problems))
+
+  conv5_channels = expected[TORCH_NAMES["conv5"] + ".bias"][2][0]
+  params = {}
+  for key, (layer, kind, flax_shape, _) in expected.items():
+    value = _to_numpy(state_dict[key])
+    if kind == "kernel" and layer.startswith("conv"):
+      value = value.transpose(2, 3, 1, 0)  # OIHW -> HWIO
+    elif kind == "kernel" and layer == "fc6":
+      # Rows indexed by c*H*W + h*W + w in PyTorch, (h*W + w)*C + c here.
+      out_features, fan_in = value.shape
+      side = math.isqrt(fan_in // conv5_channels)
+      value = (value.reshape(out_features, conv5_channels, side, side)
+               .transpose(2, 3, 1, 0).reshape(fan_in, out_features))
+    elif kind == "kernel":
+      value = value.T
+    params.setdefault(layer, {})[kind] = np.ascontiguousarray(value)
+    assert params[layer][kind].shape == flax_shape, (key, flax_shape)
+  return params
+
+
+# --------------------------------------------------------------------------
+# CLI.
+# --------------------------------------------------------------------------
+
+
+def load_torch_state_dict(path):
+  """Reads a .pth file with torch (weights only); unwraps {"state_dict": ...}."""
+  try:
+    import torch  # pylint: disable=g-import-not-at-top
+  except ImportError as e:
+    raise ImportError(
+        "Reading a PyTorch checkpoint needs torch, which alexnet_jax does not "
+        "require otherwise: `pip install torch` (CPU build is enough; see "
+        "requirements-dev.txt for the tested version).") from e
+  if not os.path.isfile(path):
+    raise FileNotFoundError(f"--torch_checkpoint {path!r} does not exist.")
+  obj = torch.load(path, map_location="cpu", weights_only=True)
+  for wrapper in ("state_dict", "model_state_dict", "model"):
+    if isinstance(obj, dict) and isinstance(obj.get(wrapper), dict):
+      obj = obj[wrapper]
+      break
+  if not isinstance(obj, dict):
+    raise ValueError(f"{path!r} holds a {type(obj).__name__}, not a state dict; "
+                     "save `model.state_dict()` instead of the module.")
+  return obj
+
+
+def _default_config():
+  """configs/default.py's get_config(), imported by path if `configs` is not importable."""
+  try:
+    from configs import default  # pylint: disable=g-import-not-at-top
+  except ImportError:
+    path = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+                        "configs", "default.py")
+    spec = importlib.util.spec_from_file_location("alexnet_jax_default_config", path)
+    default = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(default)
+  return default.get_config()
+
+
+def convert_checkpoint(variant, torch_checkpoint, workdir, *, num_classes=None):
+  """Loads a .pth, converts it and writes a pretrained checkpoint to `workdir`.
+
+  Returns the checkpoint directory `save_pretrained` wrote.
+  """
+  from alexnet_jax import checkpoint  # pylint: disable=g-import-not-at-top
+  params = from_torch_state_dict(load_torch_state_dict(torch_checkpoint), variant,
+                                 num_classes=num_classes)
+  config = _default_config()
+  config.model.variant = variant
+  config.num_classes = int(params["fc8"]["bias"].shape[0])
+  return checkpoint.save_pretrained(workdir, config, params)
+
+
+def main(argv):
+  if len(argv) > 1:
+    raise ValueError(f"Unexpected arguments: {argv[1:]}")
+  from absl import flags as absl_flags  # pylint: disable=g-import-not-at-top
+  flags = absl_flags.FLAGS
+  out = convert_checkpoint(flags.variant, flags.torch_checkpoint, flags.workdir,
+                           num_classes=flags.num_classes)
+  print(f"Wrote converted {flags.variant} weights to {out}")
+
+
+def _define_flags():
+  """Defined only when run as a script: importing this module (tests, main.py,
+  notebooks) must not claim global flag names such as --workdir."""
+  from absl import flags  # pylint: disable=g-import-not-at-top
+  flags.DEFINE_enum("variant", "torchvision", list(CONVERTIBLE_VARIANTS),
+                    "AlexNet variant whose PyTorch weights these are.")
+  flags.DEFINE_string("torch_checkpoint", None, "Path to the .pth state dict.")
+  flags.DEFINE_string("workdir", None, "Directory to write the Flax checkpoint to.")
+  flags.DEFINE_integer("num_classes", None,
+                       "Classifier size; default: read from classifier.6.weight.")
+  flags.mark_flags_as_required(["torch_checkpoint", "workdir"])
+
+
+if __name__ == "__main__":
+  from absl import app  # pylint: disable=g-import-not-at-top
+  _define_flags()
+  app.run(main)
