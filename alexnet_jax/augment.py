@@ -21,6 +21,8 @@ Resizing: the training paths resize without antialiasing (bilinear), which is
 weights converted from torchvision see the images they were trained on.
 """
 
+import functools
+
 import tensorflow as tf
 
 # The paper's PCA colour augmentation ("lighting"): eigen-decomposition of the
@@ -115,17 +117,46 @@ def _jpeg_or_image_shape(image):
   return tf.shape(image)[:2]
 
 
-def _jpeg_or_image_crop(image, window, *, fast):
-  """Decodes only `window` = [y, x, height, width] of JPEG bytes, or slices an image.
+# JPEG decoders can produce the image at 1/2, 1/4 or 1/8 scale directly from
+# the DCT coefficients, much faster than decoding it whole and averaging
+# properly (so shrinking it further aliases less).
+_JPEG_RATIOS = (1, 2, 4, 8)
 
-  For JPEGs this is the fused `decode_and_crop_jpeg`, which skips the IDCT
-  outside the window and stops reading after its last row.
-  """
-  if _is_encoded(image):
-    return tf.image.decode_and_crop_jpeg(
-        image, window, channels=3, dct_method="INTEGER_FAST" if fast else "")
+
+def _decode_jpeg_window(data, shape, window, ratio):
+  """decode_and_crop_jpeg at 1/ratio scale; `window` is in full-scale pixels."""
+  height, width = shape[0], shape[1]
   y, x, h, w = tf.unstack(window)
-  return image[y:y + h, x:x + w]
+  if ratio == 1:
+    scaled = window
+  else:
+    # The decoder's scaled image is ceil(size / ratio); cover the window.
+    top, left = y // ratio, x // ratio
+    bottom = tf.minimum(-(-(y + h) // ratio), -(-height // ratio))
+    right = tf.minimum(-(-(x + w) // ratio), -(-width // ratio))
+    scaled = tf.stack([top, left, bottom - top, right - left])
+  return tf.image.decode_and_crop_jpeg(
+      data, scaled, channels=3, ratio=ratio, dct_method="INTEGER_FAST")
+
+
+def _crop_window(image, shape, window, out_size):
+  """The `window` ([y, x, height, width]) of an image, decoding as little as possible.
+
+  For JPEG bytes this is the fused `decode_and_crop_jpeg` (no IDCT outside the
+  window, no reading past its last row) and, when the window's shorter side is
+  at least 2x, 4x or 8x `out_size`, at that reduced scale: the caller resizes
+  to `out_size` anyway. Decoded images are just sliced.
+  """
+  if not _is_encoded(image):
+    y, x, h, w = tf.unstack(window)
+    return image[y:y + h, x:x + w]
+  short = tf.minimum(window[2], window[3])
+  index = tf.reduce_sum(tf.cast(short >= 2 * out_size, tf.int32) +
+                        tf.cast(short >= 4 * out_size, tf.int32) +
+                        tf.cast(short >= 8 * out_size, tf.int32))
+  branches = [functools.partial(_decode_jpeg_window, image, shape, window, r)
+              for r in _JPEG_RATIOS]
+  return tf.ensure_shape(tf.switch_case(index, branches), [None, None, 3])
 
 
 def _to_uint8(image):
@@ -141,9 +172,10 @@ def shorter_side_size(height, width, size):
   """
   height = tf.cast(height, tf.float64)
   width = tf.cast(width, tf.float64)
+  size = tf.constant(size, tf.float64)
   short = tf.minimum(height, width)
-  new_h = tf.where(height <= width, float(size), tf.floor(size * height / short))
-  new_w = tf.where(height <= width, tf.floor(size * width / short), float(size))
+  new_h = tf.where(height <= width, size, tf.floor(size * height / short))
+  new_w = tf.where(height <= width, tf.floor(size * width / short), size)
   return tf.cast(tf.stack([new_h, new_w]), tf.int32)
 
 
@@ -197,8 +229,19 @@ def pca_lighting(image, seed, sigma):
   """
   image = tf.cast(image, tf.float32)
   if sigma:
-    image = image + 255.0 * lighting_delta(seed, sigma)
+    image = _add_per_channel(image, 255.0 * lighting_delta(seed, sigma))
   return _to_uint8(image)
+
+
+def _add_per_channel(image, offset):
+  """image [H, W, 3] + offset [3].
+
+  Written as [H, W*3] + a tiled [W*3] row: TensorFlow's CPU kernels broadcast
+  over a trailing axis of 3 about 5x slower (measured: 375 vs 80 us at 224^2).
+  """
+  shape = tf.shape(image)
+  rows = tf.reshape(image, [shape[0], shape[1] * 3])
+  return tf.reshape(rows + tf.tile(offset, [shape[1]])[None, :], shape)
 
 
 # ----------------------------------------------------------------------------
@@ -206,12 +249,31 @@ def pca_lighting(image, seed, sigma):
 # ----------------------------------------------------------------------------
 
 
+def paper_window(shape, seed, *, image_size, resize_size):
+  """A random [y, x, side, side] window of the original image for `paper_train`.
+
+  Resizing the shorter side to resize_size and cropping image_size is the
+  same as cropping a square of side shorter * image_size / resize_size from
+  the original and resizing that to image_size, up to rounding the window to
+  whole source pixels. Cropping first lets the decoder skip the rest.
+  """
+  height, width = shape[0], shape[1]
+  short = tf.minimum(height, width)
+  side = tf.cast(tf.round(tf.cast(short, tf.float64) * image_size / resize_size), tf.int32)
+  side = tf.clip_by_value(side, 1, short)
+  y_seed, x_seed = _seeds(seed, 2)
+  y = tf.random.stateless_uniform([], y_seed, maxval=height - side + 1, dtype=tf.int32)
+  x = tf.random.stateless_uniform([], x_seed, maxval=width - side + 1, dtype=tf.int32)
+  return tf.stack([y, x, side, side])
+
+
 def paper_train(image, seed, *, image_size=224, resize_size=256, pca_sigma=0.1,
                 random_flip=True):
   """AlexNet's training augmentation.
 
-  Shorter side to `resize_size`, a uniformly random `image_size` square crop,
-  a random horizontal flip and PCA lighting noise with sigma `pca_sigma`.
+  The shorter side resized to `resize_size`, a uniformly random `image_size`
+  square crop (done crop-first, see `paper_window`), a random horizontal flip
+  and PCA lighting noise with sigma `pca_sigma`.
 
   Args:
     image: encoded bytes or a uint8 image (see module docstring).
@@ -225,11 +287,19 @@ def paper_train(image, seed, *, image_size=224, resize_size=256, pca_sigma=0.1,
   """
   _check_sizes(image_size, resize_size)
   crop_seed, flip_seed, light_seed = _seeds(seed, 3)
-  image = resize_shorter_side(decode(image, fast=True), resize_size, antialias=False)
-  image = tf.image.stateless_random_crop(image, [image_size, image_size, 3], crop_seed)
+
+  def crop(image):
+    shape = _jpeg_or_image_shape(image)
+    window = paper_window(shape, crop_seed, image_size=image_size, resize_size=resize_size)
+    image = _crop_window(image, shape, window, image_size)
+    return tf.image.resize(image, [image_size, image_size], method="bilinear", antialias=False)
+
+  # Lighting is a per-channel offset, so it commutes with the flip; flipping
+  # after the uint8 cast moves 4x fewer bytes.
+  image = pca_lighting(per_format(image, crop), light_seed, pca_sigma)
   if random_flip:
     image = flip(image, flip_seed)
-  return pca_lighting(image, light_seed, pca_sigma)
+  return image
 
 
 def sample_crop_window(shape, seed, *, area_range=(0.08, 1.0),
@@ -266,9 +336,10 @@ def inception_train(image, seed, *, image_size=224, area_range=(0.08, 1.0),
   crop_seed, flip_seed = _seeds(seed, 2)
 
   def crop(image):
-    window = sample_crop_window(_jpeg_or_image_shape(image), crop_seed,
-                                area_range=area_range, aspect_range=aspect_range)
-    image = _jpeg_or_image_crop(image, window, fast=True)
+    shape = _jpeg_or_image_shape(image)
+    window = sample_crop_window(shape, crop_seed, area_range=area_range,
+                                aspect_range=aspect_range)
+    image = _crop_window(image, shape, window, image_size)
     return tf.image.resize(image, [image_size, image_size], method="bilinear", antialias=False)
 
   # Bilinear weights are convex, so values stay in 0..255: a plain cast after

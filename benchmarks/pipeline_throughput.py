@@ -1,0 +1,85 @@
+"""Throughput of the training input pipeline, in images/s per CPU core.
+
+Runs `input_pipeline.create_train_iterator` on an image folder (by default the
+flowers-mini JPEGs) exactly as training would, for each augmentation asked
+for, and reports:
+
+  * images/s          wall-clock throughput of the whole pipeline;
+  * per core          that divided by the cores this process may use;
+  * per CPU-second    images per second of CPU time the process consumed.
+                      On a shared machine (other jobs stealing cores) this is
+                      the figure to trust; on an idle one the two agree.
+
+The folder is small, so the iterator runs through it many times (it repeats
+epochs); the first batches (warm-up: graph tracing, autotuning, disk cache)
+are excluded.
+
+  python benchmarks/pipeline_throughput.py --data_dir=../shared/data/flowers-mini \
+      --augmentation=inception
+"""
+
+import argparse
+import os
+import pathlib
+import resource
+import sys
+import time
+
+sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+from configs import default  # noqa: E402
+from alexnet_jax import input_pipeline  # noqa: E402
+
+DEFAULT_DATA = pathlib.Path(__file__).resolve().parents[2] / "shared" / "data" / "flowers-mini"
+
+
+def cpu_seconds():
+  usage = resource.getrusage(resource.RUSAGE_SELF)
+  return usage.ru_utime + usage.ru_stime
+
+
+def measure(config, *, seconds, warmup_batches):
+  """(images, wall seconds, CPU seconds) over at least `seconds` after warm-up."""
+  it = input_pipeline.create_train_iterator(config, process_index=0, process_count=1)
+  for _ in range(warmup_batches):
+    next(it)
+  images, wall0, cpu0 = 0, time.perf_counter(), cpu_seconds()
+  while time.perf_counter() - wall0 < seconds:
+    images += next(it)["image"].shape[0]
+  return images, time.perf_counter() - wall0, cpu_seconds() - cpu0
+
+
+def main(argv=None):
+  parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+  parser.add_argument("--data_dir", default=str(DEFAULT_DATA),
+                      help="image folder root with train/<class>/* (default: flowers-mini)")
+  parser.add_argument("--augmentation", default="paper,inception",
+                      help="comma-separated: paper, inception, none")
+  parser.add_argument("--image_size", type=int, default=224)
+  parser.add_argument("--resize_size", type=int, default=256)
+  parser.add_argument("--batch_size", type=int, default=128)
+  parser.add_argument("--seconds", type=float, default=10.0, help="measured time per run")
+  parser.add_argument("--warmup_batches", type=int, default=5)
+  args = parser.parse_args(argv)
+
+  cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+  print(f"{args.data_dir}: batch {args.batch_size}, {args.image_size}px, {cores} cores, "
+        f"{args.seconds:.0f}s per run after {args.warmup_batches} warm-up batches")
+  for augmentation in args.augmentation.split(","):
+    config = default.get_config()
+    config.dataset = "imagefolder"
+    config.data_dir = args.data_dir
+    config.augmentation = augmentation.strip()
+    config.image_size = args.image_size
+    config.resize_size = args.resize_size
+    config.batch_size = args.batch_size
+    images, wall, cpu = measure(config, seconds=args.seconds, warmup_batches=args.warmup_batches)
+    print(f"{config.augmentation:>10}: {images / wall:7.0f} images/s = {images / wall / cores:6.0f} "
+          f"per core; {images / cpu:6.0f} per CPU-second (CPU busy {cpu / wall:.2f} of "
+          f"{cores} cores; {images} images)", flush=True)
+
+
+if __name__ == "__main__":
+  main()
