@@ -82,7 +82,12 @@ class Checkpointer:
         read_only=read_only,
         cleanup_tmp_directories=not read_only,
     )
-    self._manager = ocp.CheckpointManager(self.directory, item_names=ITEM_NAMES, options=options)
+    # Handlers are named up front so a fresh manager (a resumed run, a
+    # notebook) can read item metadata before anything was saved through it.
+    handlers = {"params": ocp.StandardCheckpointHandler(),
+                "opt_state": ocp.StandardCheckpointHandler(),
+                "meta": ocp.JsonCheckpointHandler()}
+    self._manager = ocp.CheckpointManager(self.directory, item_handlers=handlers, options=options)
 
   # ---- queries ----
   def all_steps(self) -> list[int]:

@@ -17,6 +17,26 @@ def hide_accelerators_from_tensorflow() -> None:
     pass
 
 
+class _QuietLibraries(logging.Filter):
+  """Drops INFO chatter from Orbax/TensorStore internals (dozens of lines per save)."""
+
+  _NOISY = ("/orbax/", "/tensorstore/", "/etils/")
+
+  def filter(self, record):
+    return record.levelno >= logging.WARNING or not any(
+        part in record.pathname for part in self._NOISY)
+
+
+def quiet_library_logs() -> None:
+  try:
+    from absl import logging as absl_logging  # pylint: disable=g-import-not-at-top
+    absl_logging.get_absl_handler().addFilter(_QuietLibraries())
+  except ImportError:
+    pass
+  for handler in logging.getLogger().handlers:
+    handler.addFilter(_QuietLibraries())
+
+
 def initialize(*, coordinator_address=None, num_processes=None, process_id=None,
                auto: bool = False) -> None:
   """Starts jax.distributed when asked to; otherwise runs a single process.
@@ -25,6 +45,7 @@ def initialize(*, coordinator_address=None, num_processes=None, process_id=None,
   off by default so a laptop never waits on a coordinator that does not exist.
   """
   hide_accelerators_from_tensorflow()
+  quiet_library_logs()
   explicit = coordinator_address is not None or num_processes is not None
   if explicit:
     if coordinator_address is None or num_processes is None or process_id is None:

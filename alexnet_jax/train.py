@@ -361,58 +361,61 @@ def train_and_evaluate(config, workdir: str) -> dict[str, Any]:
   window_start = time.perf_counter()
   step = start_step
   multi_process = jax.process_count() > 1
-  with _PreemptionFlag() as preemption:
-    while step < total_steps:
-      with jax.profiler.StepTraceAnnotation("train", step_num=step):
-        batch = next(train_iter)
-        scale = np.float32(np.nan if faults.hit("nan", step + 1) else plateau.scale)
-        lr_scale = jax.device_put(scale, lr_scale_sharding)
-        state, step_metrics = train_step(state, batch, lr_scale)
-      step += 1
-      faults.hit("step", step)
-      window.append(step_metrics)
-      pending.append((step, step_metrics["loss_sum"] + step_metrics["grad_norm"]
-                           + step_metrics["update_norm"]))
-      for hook in hooks:
-        hook(step)
+  try:
+    with _PreemptionFlag() as preemption:
+      while step < total_steps:
+        with jax.profiler.StepTraceAnnotation("train", step_num=step):
+          batch = next(train_iter)
+          scale = np.float32(np.nan if faults.hit("nan", step + 1) else plateau.scale)
+          lr_scale = jax.device_put(scale, lr_scale_sharding)
+          state, step_metrics = train_step(state, batch, lr_scale)
+        step += 1
+        faults.hit("step", step)
+        window.append(step_metrics)
+        pending.append((step, step_metrics["loss_sum"] + step_metrics["grad_norm"]
+                             + step_metrics["update_norm"]))
+        for hook in hooks:
+          hook(step)
 
-      if step % config.log_every_steps == 0 or step == total_steps:
-        _check_finite(pending, step)
-        elapsed = time.perf_counter() - window_start
-        summary = metrics_lib.summarize_train(window)
-        summary["learning_rate"] = float(jax.device_get(window[-1]["learning_rate"]))
-        summary["images_per_sec"] = len(window) * config.batch_size / max(elapsed, 1e-9)
-        writer.write_scalars(step, summary)
-        final.update(summary)
-        window, window_start = [], time.perf_counter()
+        if step % config.log_every_steps == 0 or step == total_steps:
+          _check_finite(pending, step)
+          elapsed = time.perf_counter() - window_start
+          summary = metrics_lib.summarize_train(window)
+          summary["learning_rate"] = float(jax.device_get(window[-1]["learning_rate"]))
+          summary["images_per_sec"] = len(window) * config.batch_size / max(elapsed, 1e-9)
+          writer.write_scalars(step, summary)
+          final.update(summary)
+          window, window_start = [], time.perf_counter()
 
-      eval_metrics = None
-      if step % eval_every == 0 or step == total_steps:
-        _check_finite(pending, step)
-        eval_start = time.perf_counter()
-        eval_metrics = evaluate(eval_step, state.params, config, mesh)
-        eval_metrics["eval_time_sec"] = time.perf_counter() - eval_start
-        if plateau.update(eval_metrics["eval_top1"]):
-          logging.info("Validation accuracy plateaued: learning rate scale now %g.", plateau.scale)
-        writer.write_scalars(step, eval_metrics)
-        final.update(eval_metrics)
-        window_start += eval_metrics["eval_time_sec"]
+        eval_metrics = None
+        if step % eval_every == 0 or step == total_steps:
+          _check_finite(pending, step)
+          eval_start = time.perf_counter()
+          eval_metrics = evaluate(eval_step, state.params, config, mesh)
+          eval_metrics["eval_time_sec"] = time.perf_counter() - eval_start
+          if plateau.update(eval_metrics["eval_top1"]):
+            logging.info("Validation accuracy plateaued: learning rate scale now %g.", plateau.scale)
+          writer.write_scalars(step, eval_metrics)
+          final.update(eval_metrics)
+          window_start += eval_metrics["eval_time_sec"]
 
-      preempted = preemption.requested or (multi_process and ckpt.reached_preemption(step))
-      if (eval_metrics is not None or step % config.checkpoint_every_steps == 0
-          or step == total_steps or preempted):
-        _check_finite(pending, step)
-        save(step, metrics={"eval_top1": eval_metrics["eval_top1"]} if eval_metrics else None,
-             force=preempted)
-        faults.hit("save", step)
-      if preempted:
-        ckpt.wait()
-        logging.warning("Saved step %d after SIGTERM; exiting. Rerun the same command to resume.",
-                        step)
-        break
-
-  ckpt.wait()
-  ckpt.close()
+        preempted = preemption.requested or (multi_process and ckpt.reached_preemption(step))
+        if (eval_metrics is not None or step % config.checkpoint_every_steps == 0
+            or step == total_steps or preempted):
+          _check_finite(pending, step)
+          save(step, metrics={"eval_top1": eval_metrics["eval_top1"]} if eval_metrics else None,
+               force=preempted)
+          faults.hit("save", step)
+        if preempted:
+          ckpt.wait()
+          logging.warning("Saved step %d after SIGTERM; exiting. Rerun the same command to resume.",
+                          step)
+          break
+  finally:
+    # Saves already started hold checked, finite states: let them land even
+    # when the loop is leaving on an error (non-finite loss, bad batch, ...).
+    ckpt.wait()
+    ckpt.close()
   writer.flush()
   final["step"] = step
   final["compile_time_sec"] = compile_s

@@ -1,0 +1,167 @@
+"""The training loop end to end: main.py's entry point, metrics, resume, SIGKILL, SIGTERM.
+
+Runs use `configs/default.py:tiny` (the `small` variant on 32×32 fake data, a
+few steps) so each finishes in seconds. Subprocess runs are real processes
+killed by real signals (see alexnet_jax/faults.py for how the kill point is
+chosen deterministically).
+"""
+
+import json
+import os
+import pathlib
+import signal
+import subprocess
+import sys
+
+import jax
+import numpy as np
+import pytest
+
+from alexnet_jax import checkpoint as ckpt_lib
+from alexnet_jax import metrics as metrics_lib
+from tests.conftest import REPO_ROOT
+
+REQUIRED_METRICS = {"train_loss", "train_top1", "eval_loss", "eval_top1", "eval_top5",
+                    "eval_examples", "learning_rate", "images_per_sec"}
+TINY = "configs/default.py:tiny"
+
+
+def run_main(workdir, *overrides, config=TINY, fault=None, timeout=300, devices=2):
+  env = dict(os.environ)
+  env["XLA_FLAGS"] = f"--xla_force_host_platform_device_count={devices}"
+  env.pop("ALEXNET_JAX_INJECT_FAULT", None)
+  if fault:
+    env["ALEXNET_JAX_INJECT_FAULT"] = fault
+  cmd = [sys.executable, "main.py", f"--config={config}", f"--workdir={workdir}", *overrides]
+  return subprocess.run(cmd, cwd=REPO_ROOT, env=env, capture_output=True, text=True,
+                        timeout=timeout)
+
+
+def final_params(workdir):
+  ckpt = ckpt_lib.Checkpointer(os.path.join(workdir, "checkpoints"), read_only=True)
+  step = ckpt.latest_step()
+  abstract = ckpt.stored_shapes(step)
+  params, _, meta = ckpt.restore(step, abstract_params=abstract)
+  return step, jax.device_get(params), meta
+
+
+def assert_bitwise_equal(a, b):
+  la, lb = jax.tree.leaves(a), jax.tree.leaves(b)
+  assert len(la) == len(lb)
+  for x, y in zip(la, lb):
+    np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
+
+
+def test_main_on_fake_data_writes_every_metric(tmp_path):
+  workdir = tmp_path / "run"
+  proc = run_main(workdir)
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  records = metrics_lib.read_metrics(str(workdir))
+  assert all("step" in r for r in records)
+  names = set().union(*records)
+  assert REQUIRED_METRICS <= names, REQUIRED_METRICS - names
+  evals = [r for r in records if "eval_top1" in r]
+  assert evals[-1]["eval_examples"] == 64  # fake split size: every example scored once
+  assert 0.0 <= evals[-1]["eval_top1"] <= evals[-1]["eval_top5"] <= 1.0
+  config = json.loads((workdir / "config.json").read_text())
+  assert config["model"]["variant"] == "small" and config["dataset"] == "fake"
+  assert list(workdir.glob("events.out.tfevents.*")), "no TensorBoard event file"
+  step, _, meta = final_params(str(workdir))
+  assert step == 4 and meta["step"] == 4
+
+
+def test_rerun_resumes_instead_of_restarting(tmp_path):
+  workdir = tmp_path / "run"
+  assert run_main(workdir).returncode == 0
+  proc = run_main(workdir, "--config.num_train_steps=6")
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  assert "Resumed from step 4" in proc.stderr
+  steps = [r["step"] for r in metrics_lib.read_metrics(str(workdir)) if "train_loss" in r]
+  assert steps == [2, 4, 6]
+
+
+KILL_OVERRIDES = ["--config.num_train_steps=8", "--config.model.dropout_rate=0.5"]
+
+
+@pytest.fixture(scope="module")
+def uninterrupted_run(tmp_path_factory):
+  ref = tmp_path_factory.mktemp("reference")
+  proc = run_main(ref, *KILL_OVERRIDES)
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  return ref
+
+
+@pytest.mark.parametrize("fault", ["sigkill@step:5", "sigkill@save:4"])
+def test_sigkill_then_resume_is_bitwise_identical(tmp_path, fault, uninterrupted_run):
+  """Killed after a checkpoint (or while one is being written): the rerun ends identical."""
+  overrides = KILL_OVERRIDES
+  ref = uninterrupted_run
+  killed = tmp_path / "killed"
+  proc = run_main(killed, *overrides, fault=fault)
+  assert proc.returncode == -signal.SIGKILL
+  proc = run_main(killed, *overrides)
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  assert "Resumed from step" in proc.stderr
+  step_a, params_a, _ = final_params(str(ref))
+  step_b, params_b, _ = final_params(str(killed))
+  assert step_a == step_b == 8
+  assert_bitwise_equal(params_a, params_b)
+
+
+def test_sigterm_saves_waits_and_exits_zero(tmp_path):
+  workdir = tmp_path / "run"
+  proc = run_main(workdir, "--config.num_train_steps=8", fault="sigterm@step:3")
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  assert "SIGTERM" in proc.stderr
+  step, _, _ = final_params(str(workdir))
+  assert step == 3
+  proc = run_main(workdir, "--config.num_train_steps=8")
+  assert proc.returncode == 0 and "Resumed from step 3" in proc.stderr
+  assert final_params(str(workdir))[0] == 8
+
+
+def test_nan_stops_with_a_message_and_keeps_last_finite_checkpoint(tmp_path):
+  workdir = tmp_path / "run"
+  proc = run_main(workdir, "--config.num_train_steps=8", fault="none@nan:3")
+  assert proc.returncode != 0
+  assert "Non-finite loss or gradient at step 3" in proc.stderr
+  assert "learning rate" in proc.stderr
+  step, params, _ = final_params(str(workdir))
+  assert step == 2
+  assert all(np.isfinite(x).all() for x in jax.tree.leaves(params))
+
+
+def test_config_override_reaches_the_model_and_optimizer():
+  """Flag-style overrides change the module the loop builds and the optimiser it uses."""
+  from absl import flags
+  from ml_collections import config_flags
+  from alexnet_jax import config_lib, optim
+  import jax.numpy as jnp
+
+  fv = flags.FlagValues()
+  config_flags.DEFINE_config_file("config", None, "", flag_values=fv, lock_config=True)
+  fv(["prog", f"--config={REPO_ROOT / 'configs/default.py'}:tiny",
+      "--config.model.activation=tanh", "--config.momentum=0.5", "--config.weight_decay=0"])
+  config = fv.config
+  tanh_model = config_lib.create_model(config, 10)
+  config.unlock()
+  config.model.activation = "relu"
+  relu_model = config_lib.create_model(config, 10)
+  x = jnp.asarray(np.random.default_rng(0).normal(size=(2, 32, 32, 3)), jnp.float32)
+  params = relu_model.init(jax.random.key(0), x, train=False)["params"]
+  a = tanh_model.apply({"params": params}, x, train=False)
+  b = relu_model.apply({"params": params}, x, train=False)
+  assert not np.allclose(a, b)
+  # momentum 0.5, no decay: two unit gradients move a weight by -(1) then -(1.5) × lr.
+  tx = optim.create_optimizer(config)
+  p = {"w": jnp.zeros(())}
+  state = optim.with_learning_rate(tx.init(p), 1.0)
+  u1, state = tx.update({"w": jnp.ones(())}, state, p)
+  u2, _ = tx.update({"w": jnp.ones(())}, state, p)
+  np.testing.assert_allclose([u1["w"], u2["w"]], [-1.0, -1.5])
+
+
+def test_misspelled_config_key_is_rejected(tmp_path):
+  proc = run_main(tmp_path / "run", "--config.learnin_rate=0.1")
+  assert proc.returncode != 0
+  assert "learnin_rate" in proc.stderr
