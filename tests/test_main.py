@@ -131,7 +131,7 @@ def test_nan_stops_with_a_message_and_keeps_last_finite_checkpoint(tmp_path):
   assert all(np.isfinite(x).all() for x in jax.tree.leaves(params))
 
 
-def test_config_override_reaches_the_model_and_optimizer():
+def test_config_override_reaches_the_model_and_optimizer(monkeypatch):
   """Flag-style overrides change the module the loop builds and the optimiser it uses."""
   from absl import flags
   from ml_collections import config_flags
@@ -140,8 +140,10 @@ def test_config_override_reaches_the_model_and_optimizer():
 
   fv = flags.FlagValues()
   config_flags.DEFINE_config_file("config", None, "", flag_values=fv, lock_config=True)
-  fv(["prog", f"--config={REPO_ROOT / 'configs/default.py'}:tiny",
-      "--config.model.activation=tanh", "--config.momentum=0.5", "--config.weight_decay=0"])
+  argv = ["prog", f"--config={REPO_ROOT / 'configs/default.py'}:tiny",
+          "--config.model.activation=tanh", "--config.momentum=0.5", "--config.weight_decay=0"]
+  monkeypatch.setattr(sys, "argv", argv)  # config_flags reads overrides from sys.argv
+  fv(argv)
   config = fv.config
   tanh_model = config_lib.create_model(config, 10)
   config.unlock()
