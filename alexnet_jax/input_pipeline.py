@@ -54,9 +54,10 @@ _AUGMENT_TAG = 2
 _FAKE_TAG = 3
 
 # The most shards a process interleaves when reading a TFDS split for
-# training (a stand-in for per-epoch file shuffling, see _TfdsSource.train).
+# training (a stand-in for per-epoch file shuffling, see train_share), and the
+# fewest examples per shard: below that the shuffle buffer already mixes well.
 _MAX_TFDS_SHARDS = 16
-_MIN_SHARD_EXAMPLES = 64
+_MIN_SHARD_EXAMPLES = 4096
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".gif", ".bmp")
 # Files that operating systems drop into folders; never treated as data.
