@@ -1,0 +1,409 @@
+"""The input pipeline's promises: exact eval, determinism, exact resume, every source.
+
+Exactness is checked with examples that carry their identity: PNGs whose pixel
+values encode an id (image folders), and the digits dataset compared, image by
+image, with scikit-learn's own arrays.
+"""
+
+import collections
+import math
+import os
+import pathlib
+
+import numpy as np
+import pytest
+import tensorflow as tf
+import tensorflow_datasets as tfds
+
+from alexnet_jax import input_pipeline
+from alexnet_jax.datasets import sklearn_digits
+from configs import default
+
+
+def tiny_config(**overrides):
+  c = default.get_config()
+  c.image_size = c.resize_size = 8
+  c.augmentation = "none"
+  c.eval_crops = 1
+  c.batch_size = c.eval_batch_size = 4
+  for key, value in overrides.items():
+    setattr(c, key, value)
+  return c
+
+
+# ---------------------------------------------------------------- id-coded folders
+
+
+def write_id_folder(root, splits):
+  """root/<split>/<class>/<id>.png, each an 8x8 PNG whose pixels spell its id.
+
+  splits: {folder: {class: count}}. Ids run over all files of a folder.
+  Returns {folder: {id: class index}}.
+  """
+  truth = {}
+  for folder, classes in splits.items():
+    truth[folder] = {}
+    next_id = 0
+    for label, (name, count) in enumerate(sorted(classes.items())):
+      os.makedirs(root / folder / name)
+      for _ in range(count):
+        pixels = np.zeros((8, 8, 3), np.uint8)
+        pixels[..., 0], pixels[..., 1] = next_id % 256, next_id // 256
+        (root / folder / name / f"{next_id:05d}.png").write_bytes(
+            tf.io.encode_png(pixels).numpy())
+        truth[folder][next_id] = label
+        next_id += 1
+  return truth
+
+
+def ids_of(images):
+  """Ids spelled by id-coded images (after an identity resize)."""
+  return images[:, 0, 0, 0].astype(int) + 256 * images[:, 0, 0, 1].astype(int)
+
+
+@pytest.fixture(scope="module")
+def id_folder(tmp_path_factory):
+  root = tmp_path_factory.mktemp("ids")
+  truth = write_id_folder(root, {"train": {"cat": 9, "dog": 8},
+                                 "val": {"cat": 10, "dog": 13}})
+  return root, truth
+
+
+def collect_eval(config, process_count):
+  """Runs every process's eval iterator; returns (per-process batch counts, real examples)."""
+  counts, examples = [], []
+  for p in range(process_count):
+    batches = list(input_pipeline.create_eval_iterator(config, process_index=p,
+                                                       process_count=process_count))
+    counts.append(len(batches))
+    for b in batches:
+      assert b["image"].dtype == np.uint8 and b["label"].dtype == np.int32
+      assert b["mask"].dtype == bool
+      assert b["image"].shape[0] == config.eval_batch_size // process_count
+      assert not b["image"][~b["mask"]].any() and not b["label"][~b["mask"]].any()
+      examples += [(img, int(lab)) for img, lab in zip(b["image"][b["mask"]],
+                                                       b["label"][b["mask"]])]
+  return counts, examples
+
+
+@pytest.mark.parametrize("process_count,eval_batch_size", [(1, 4), (2, 4), (2, 6), (2, 50)])
+def test_folder_eval_covers_the_split_exactly_once(id_folder, process_count, eval_batch_size):
+  root, truth = id_folder
+  c = tiny_config(dataset="imagefolder", data_dir=str(root), eval_batch_size=eval_batch_size)
+  n = len(truth["val"])  # 23: no batch size here divides it.
+  assert n % eval_batch_size
+  expected_batches = math.ceil(n / eval_batch_size)
+  assert input_pipeline.num_eval_batches(c, process_count) == expected_batches
+  counts, examples = collect_eval(c, process_count)
+  assert counts == [expected_batches] * process_count
+  ids = [int(i) for i in ids_of(np.stack([img for img, _ in examples]))]
+  assert sorted(ids) == list(range(n))  # Each once.
+  assert {i: lab for i, (_, lab) in zip(ids, examples)} == truth["val"]
+
+
+@pytest.mark.parametrize("process_count", [1, 2])
+def test_tfds_eval_covers_the_split_exactly_once(tfds_data_dir, process_count):
+  c = tiny_config(dataset="sklearn_digits", tfds_data_dir=tfds_data_dir,
+                  train_split="train", eval_split="test", eval_batch_size=14)
+  counts, examples = collect_eval(c, process_count)
+  assert counts == [math.ceil(360 / 14)] * process_count
+  images, labels, _ = sklearn_digits.load_split_arrays()["test"]
+  expected = collections.Counter((img.tobytes(), int(lab)) for img, lab in zip(images, labels))
+  for img, _ in examples:  # Greyscale repeated into RGB.
+    assert (img == img[..., :1]).all()
+  got = collections.Counter((img[..., :1].tobytes(), lab) for img, lab in examples)
+  assert got == expected
+
+
+def test_training_epochs_cover_each_process_share_once(id_folder):
+  root, truth = id_folder
+  c = tiny_config(dataset="imagefolder", data_dir=str(root), batch_size=2)
+  seen = []
+  for p in range(2):
+    it = input_pipeline.create_train_iterator(c, process_index=p, process_count=2)
+    share = len(range(p, 17, 2))  # 17 train images, strided over 2 processes.
+    epoch = np.concatenate([ids_of(next(it)["image"]) for _ in range(share)])[:share]
+    assert len(set(epoch)) == share
+    seen += epoch.tolist()
+  assert sorted(seen) == list(range(17))
+
+
+def first_batches(config, count=2, **kwargs):
+  it = input_pipeline.create_train_iterator(config, process_index=0, process_count=1, **kwargs)
+  return [next(it) for _ in range(count)]
+
+
+def assert_same_batches(a, b):
+  for x, y in zip(a, b, strict=True):
+    assert x.keys() == y.keys() == {"image", "label"}
+    for k in x:
+      np.testing.assert_array_equal(x[k], y[k])
+
+
+def test_same_seed_same_batches_other_seed_other_batches(tfds_data_dir, flowers_mini):
+  digits = tiny_config(dataset="sklearn_digits", tfds_data_dir=tfds_data_dir,
+                       train_split="train", eval_split="test", augmentation="paper",
+                       batch_size=16)
+  flowers = tiny_config(dataset="imagefolder", data_dir=str(flowers_mini),
+                        augmentation="inception", image_size=32, resize_size=36, batch_size=8)
+  for c in (digits, flowers):
+    a = first_batches(c)
+    assert_same_batches(a, first_batches(c))
+    c.seed = 1
+    b = first_batches(c)
+    assert not np.array_equal(a[0]["label"], b[0]["label"])
+    assert not np.array_equal(a[0]["image"], b[0]["image"])
+
+
+def test_resume_gives_the_uninterrupted_batches_across_epochs(tfds_data_dir, flowers_mini):
+  # digits: 1437 examples / 64 per step, so step 22 straddles epochs 0 and 1.
+  digits = tiny_config(dataset="sklearn_digits", tfds_data_dir=tfds_data_dir,
+                       train_split="train", eval_split="test", augmentation="paper",
+                       batch_size=64)
+  # flowers: 160 / 2 processes = 80 per process, 8 per step: epoch = 10 steps.
+  flowers = tiny_config(dataset="imagefolder", data_dir=str(flowers_mini),
+                        augmentation="inception", image_size=24, resize_size=28, batch_size=16)
+  for c, process_index, process_count, start in [(digits, 0, 1, 21), (flowers, 1, 2, 9)]:
+    it = input_pipeline.create_train_iterator(c, process_index=process_index,
+                                              process_count=process_count)
+    uninterrupted = [next(it) for _ in range(start + 3)][start:]
+    resumed = input_pipeline.create_train_iterator(
+        c, start_step=start, process_index=process_index, process_count=process_count)
+    assert_same_batches(uninterrupted, [next(resumed) for _ in range(3)])
+
+
+def test_tfds_training_with_shards_covers_each_epoch_and_resumes(tfds_data_dir, monkeypatch):
+  # Large splits are read as several shards merged in a per-epoch random
+  # order; make the 1437 digits take that path (16 shards of ~90).
+  monkeypatch.setattr(input_pipeline, "_MIN_SHARD_EXAMPLES", 64)
+  c = tiny_config(dataset="sklearn_digits", tfds_data_dir=tfds_data_dir,
+                  train_split="train", eval_split="test", batch_size=479,
+                  shuffle_buffer_size=100)
+  it = input_pipeline.create_train_iterator(c, process_index=0, process_count=1)
+  batches = [next(it) for _ in range(7)]
+  images, labels, _ = sklearn_digits.load_split_arrays()["train"]
+  expected = collections.Counter((img.tobytes(), int(lab)) for img, lab in zip(images, labels))
+  epochs = []
+  for e in range(2):  # 3 steps of 479 = one epoch of 1437.
+    epoch = [(img[..., :1].tobytes(), int(lab)) for b in batches[3 * e:3 * e + 3]
+             for img, lab in zip(b["image"], b["label"])]
+    assert collections.Counter(epoch) == expected
+    epochs.append(epoch)
+  assert epochs[0] != epochs[1]  # Each epoch has its own order.
+  resumed = input_pipeline.create_train_iterator(c, start_step=4, process_index=0,
+                                                 process_count=1)
+  assert_same_batches(batches[4:], [next(resumed) for _ in range(3)])
+
+
+def test_every_example_of_a_global_batch_gets_its_own_augmentation(tmp_path):
+  # One image copied 16 times: any two outputs that match shared a seed.
+  jpeg = tf.io.encode_jpeg(np.random.default_rng(0).integers(0, 256, (64, 64, 3), np.uint8))
+  for i in range(16):
+    os.makedirs(tmp_path / "train" / f"c{i % 2}", exist_ok=True)
+    (tmp_path / "train" / f"c{i % 2}" / f"{i}.jpg").write_bytes(jpeg.numpy())
+  c = tiny_config(dataset="imagefolder", data_dir=str(tmp_path), augmentation="inception",
+                  image_size=24, resize_size=28, batch_size=16)
+  images = []
+  for p in range(2):
+    it = input_pipeline.create_train_iterator(c, process_index=p, process_count=2)
+    images += [img.tobytes() for step in range(2) for img in next(it)["image"]]
+  assert len(set(images)) == 32  # 2 steps x 16 examples, all different.
+
+
+# ---------------------------------------------------------------- sources
+
+
+def test_imagenet2012_end_to_end_with_mock_data():
+  c = tiny_config(image_size=32, resize_size=36, augmentation="paper", eval_crops=10,
+                  batch_size=8, eval_batch_size=6)
+  assert c.dataset == "imagenet2012"
+  with tfds.testing.mock_data(num_examples=10):
+    info = input_pipeline.get_dataset_info(c)
+    assert info.num_classes == 1000 and len(info.class_names) == 1000
+    assert info.class_names[0] == "n01440764"
+    batch = next(input_pipeline.create_train_iterator(c, process_index=0, process_count=1))
+    assert batch["image"].shape == (8, 32, 32, 3) and batch["image"].dtype == np.uint8
+    assert batch["label"].dtype == np.int32
+    assert ((batch["label"] >= 0) & (batch["label"] < 1000)).all()
+    c.augmentation = "inception"
+    batch = next(input_pipeline.create_train_iterator(c, process_index=1, process_count=2))
+    assert batch["image"].shape == (4, 32, 32, 3)
+    batches = list(input_pipeline.create_eval_iterator(c, process_index=0, process_count=1))
+    assert len(batches) == input_pipeline.num_eval_batches(c, 1) == 2
+    assert batches[0]["image"].shape == (6, 10, 32, 32, 3)
+    assert sum(b["mask"].sum() for b in batches) == 10
+    labels = np.concatenate([b["label"][b["mask"]] for b in batches])
+    assert ((labels >= 0) & (labels < 1000)).all()
+
+
+def test_sklearn_digits_builds_offline_with_all_1797_images(tfds_data_dir):
+  c = tiny_config(dataset="sklearn_digits", tfds_data_dir=tfds_data_dir,
+                  train_split="train", eval_split="test")
+  info = input_pipeline.get_dataset_info(c)
+  assert info.class_names == [str(d) for d in range(10)]
+  assert (info.num_train_examples, info.num_eval_examples) == (1437, 360)
+  builder = tfds.builder("sklearn_digits", data_dir=tfds_data_dir)
+  arrays = sklearn_digits.load_split_arrays()
+  all_ids = []
+  for split in ("train", "test"):
+    ds = tfds.as_numpy(builder.as_dataset(split=split))
+    by_id = {int(ex["id"]): ex for ex in ds}
+    images, labels, ids = arrays[split]
+    assert sorted(by_id) == sorted(ids.tolist())
+    for image, label, idx in zip(images, labels, ids):
+      np.testing.assert_array_equal(by_id[idx]["image"], image)
+      assert by_id[idx]["label"] == label
+    all_ids += list(by_id)
+  assert sorted(all_ids) == list(range(1797))
+  # Stratified: each digit's share of the test split is its share of the data.
+  test_counts = np.bincount(arrays["test"][1])
+  all_counts = test_counts + np.bincount(arrays["train"][1])
+  assert np.abs(test_counts - all_counts * 360 / 1797).max() < 1
+  from sklearn import datasets as sk_datasets  # The independent reference.
+  digits = sk_datasets.load_digits()
+  idx = arrays["train"][2][5]
+  np.testing.assert_array_equal(arrays["train"][0][5][..., 0],
+                                (digits.images[idx] * 255 // 16).astype(np.uint8))
+
+
+def test_tfds_slicing_carves_a_validation_split(tfds_data_dir):
+  c = tiny_config(dataset="sklearn_digits", tfds_data_dir=tfds_data_dir,
+                  train_split="train[:90%]", eval_split="train[90%:]", eval_batch_size=10)
+  info = input_pipeline.get_dataset_info(c)
+  assert (info.num_train_examples, info.num_eval_examples) == (1293, 144)
+  counts, examples = collect_eval(c, 2)
+  assert counts == [15, 15] and len(examples) == 144
+  batch = next(input_pipeline.create_train_iterator(c, process_index=0, process_count=2))
+  assert batch["image"].shape == (2, 8, 8, 3)
+
+
+def test_imagefolder_on_flowers_mini(flowers_mini):
+  c = tiny_config(dataset="imagefolder", data_dir=str(flowers_mini), image_size=32,
+                  resize_size=36, eval_crops=10, batch_size=8, eval_batch_size=16,
+                  augmentation="paper")
+  info = input_pipeline.get_dataset_info(c)
+  assert info.class_names == ["daisy", "dandelion", "roses", "sunflowers", "tulips"]
+  assert (info.num_classes, info.num_train_examples, info.num_eval_examples) == (5, 160, 40)
+  batch = next(input_pipeline.create_train_iterator(c, process_index=0, process_count=1))
+  assert batch["image"].shape == (8, 32, 32, 3) and batch["image"].dtype == np.uint8
+  assert ((batch["label"] >= 0) & (batch["label"] < 5)).all()
+  batches = list(input_pipeline.create_eval_iterator(c, process_index=0, process_count=1))
+  assert len(batches) == 3 and batches[0]["image"].shape == (16, 10, 32, 32, 3)
+  labels = np.concatenate([b["label"][b["mask"]] for b in batches])
+  assert np.bincount(labels).tolist() == [8] * 5  # val/ holds 8 per class.
+  c.train_split, c.eval_split = "train[:75%]", "train[75%:]"
+  info = input_pipeline.get_dataset_info(c)
+  assert (info.num_train_examples, info.num_eval_examples) == (120, 40)
+
+
+def test_fake_data(tmp_path):
+  c = tiny_config(dataset="fake", num_classes=7, fake_num_examples=21, image_size=16,
+                  resize_size=16, eval_crops=10, batch_size=8, eval_batch_size=8)
+  info = input_pipeline.get_dataset_info(c)
+  assert (info.num_classes, info.num_train_examples, info.num_eval_examples) == (7, 21, 21)
+  batch = next(input_pipeline.create_train_iterator(c, process_index=0, process_count=1))
+  assert batch["image"].shape == (8, 16, 16, 3) and batch["image"].dtype == np.uint8
+  assert batch["label"].dtype == np.int32 and batch["label"].max() < 7
+  counts, examples = collect_eval(c, 2)
+  assert counts == [3, 3] and len(examples) == 21
+  assert examples[0][0].shape == (10, 16, 16, 3)
+  c.num_classes = None
+  assert input_pipeline.get_dataset_info(c).num_classes == 1000
+
+
+# ---------------------------------------------------------------- bad input
+
+
+def test_corrupt_image_is_named_or_skipped_and_counted(tmp_path):
+  write_id_folder(tmp_path, {"train": {"a": 3, "b": 3}, "val": {"a": 4, "b": 3}})
+  bad = tmp_path / "val" / "b" / "broken.jpg"
+  bad.write_bytes(b"this is not a JPEG")
+  truncated = tmp_path / "train" / "a" / "truncated.jpg"
+  truncated.write_bytes(tf.io.encode_jpeg(np.full((64, 64, 3), 90, np.uint8)).numpy()[:200])
+  c = tiny_config(dataset="imagefolder", data_dir=str(tmp_path))
+  with pytest.raises(ValueError, match="broken.jpg"):
+    list(input_pipeline.create_eval_iterator(c, process_index=0, process_count=1))
+  with pytest.raises(ValueError, match="truncated.jpg"):
+    it = input_pipeline.create_train_iterator(c, process_index=0, process_count=1)
+    for _ in range(3):
+      next(it)
+
+  c.skip_corrupt_images = True
+  it = input_pipeline.create_eval_iterator(c, process_index=0, process_count=1)
+  batches = list(it)
+  assert len(batches) == 2  # ceil(8 / 4): the padding takes the skipped file's place.
+  assert sum(b["mask"].sum() for b in batches) == 7
+  assert it.num_skipped == 1 and it.skipped == [str(bad)]
+  it = input_pipeline.create_train_iterator(c, process_index=0, process_count=1)
+  ids = np.concatenate([ids_of(next(it)["image"]) for _ in range(3)])  # 2 epochs of 6 real
+  assert it.num_skipped >= 1 and it.skipped == [str(truncated)]
+  assert sorted(set(ids.tolist())) == list(range(6))
+
+
+def test_non_image_files_and_bad_layouts(tmp_path):
+  write_id_folder(tmp_path, {"train": {"a": 2, "b": 2}, "val": {"a": 2, "b": 2}})
+  (tmp_path / "train" / "a" / "notes.txt").write_text("hello")
+  (tmp_path / "train" / "a" / ".DS_Store").write_text("ignored")
+  c = tiny_config(dataset="imagefolder", data_dir=str(tmp_path))
+  with pytest.raises(ValueError, match="notes.txt is not an image file"):
+    input_pipeline.get_dataset_info(c)
+  c.skip_corrupt_images = True
+  assert input_pipeline.get_dataset_info(c).num_train_examples == 4
+
+  os.makedirs(tmp_path / "val" / "empty")
+  with pytest.raises(ValueError, match="empty holds no image files"):
+    input_pipeline.create_eval_iterator(c, process_index=0, process_count=1)
+  os.rmdir(tmp_path / "val" / "empty")
+  c.eval_split = "test"
+  with pytest.raises(FileNotFoundError, match="test.*does not exist"):
+    input_pipeline.get_dataset_info(c)
+  c.data_dir = str(tmp_path / "missing")
+  with pytest.raises(FileNotFoundError, match="missing"):
+    input_pipeline.get_dataset_info(c)
+  c.data_dir = None
+  with pytest.raises(ValueError, match="needs config.data_dir"):
+    input_pipeline.get_dataset_info(c)
+
+
+def test_config_errors(tmp_path, id_folder):
+  root, _ = id_folder
+  c = tiny_config(dataset="imagefolder", data_dir=str(root), batch_size=6)
+  with pytest.raises(ValueError, match="batch_size=6 must be a positive multiple.*4"):
+    input_pipeline.create_train_iterator(c, process_index=0, process_count=4)
+  c.eval_batch_size = 3
+  with pytest.raises(ValueError, match="eval_batch_size=3"):
+    input_pipeline.num_eval_batches(c, 2)
+  c.num_classes = 3
+  with pytest.raises(ValueError, match="num_classes=3 but.*2 classes"):
+    input_pipeline.get_dataset_info(c)
+  c = tiny_config(dataset="no_such_dataset")
+  with pytest.raises(ValueError, match="not a TFDS dataset"):
+    input_pipeline.get_dataset_info(c)
+
+
+def test_unprepared_tfds_datasets_say_what_to_do(tmp_path):
+  c = tiny_config(dataset="imagenet2012", tfds_data_dir=str(tmp_path))
+  with pytest.raises(FileNotFoundError) as e:
+    input_pipeline.get_dataset_info(c)
+  message = str(e.value)
+  manual = os.path.join(str(tmp_path), "downloads", "manual")
+  for needed in ("ILSVRC2012_img_train.tar", "ILSVRC2012_img_val.tar", manual,
+                 f"tfds build imagenet2012 --data_dir={tmp_path} --manual_dir={manual}"):
+    assert needed in message
+  c.dataset = "cifar10"
+  with pytest.raises(FileNotFoundError, match="(?s)not prepared.*tfds build cifar10"):
+    input_pipeline.get_dataset_info(c)
+
+
+def test_tensorflow_sees_no_gpu():
+  assert not tf.config.get_visible_devices("GPU")
+
+
+def test_benchmark_script_runs(flowers_mini):
+  import importlib.util  # The script is not a package module.
+  path = pathlib.Path(__file__).resolve().parents[1] / "benchmarks" / "pipeline_throughput.py"
+  spec = importlib.util.spec_from_file_location("pipeline_throughput", path)
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  module.main([f"--data_dir={flowers_mini}", "--augmentation=inception", "--image_size=32",
+               "--resize_size=36", "--batch_size=8", "--seconds=0.2", "--warmup_batches=1"])
