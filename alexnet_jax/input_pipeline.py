@@ -132,11 +132,32 @@ class _Source:
     raise NotImplementedError
 
 
-def _even_ranges(n, count):
-  """[start, stop) of `count` contiguous parts, the first n % count one longer."""
-  sizes = [n // count + (1 if i < n % count else 0) for i in range(count)]
-  bounds = np.concatenate([[0], np.cumsum(sizes)])
-  return list(zip(bounds[:-1], bounds[1:]))
+class _IndexedSource(_Source):
+  """A source with random access by index (files in a list, generated data).
+
+  Each training epoch is a full permutation of the process's share, so no
+  shuffle buffer is needed, and skipping examples is free.
+  """
+
+  def _indexed(self, split, process_index, process_count, *, for_eval):
+    """(n, load(index) -> {"image", "label"}, describe(index) -> str) of a share."""
+    raise NotImplementedError
+
+  def train_share(self, split, process_index, process_count, *, seed, shuffle_buffer_size):
+    del shuffle_buffer_size  # A full permutation per epoch.
+    n, load, describe = self._indexed(split, process_index, process_count, for_eval=False)
+    return _Share(n, lambda epoch: tf.data.Dataset.from_tensor_slices(
+        _epoch_order(n, seed, epoch)), load, describe)
+
+  def eval_share(self, split, process_index, process_count):
+    n, load, describe = self._indexed(split, process_index, process_count, for_eval=True)
+    return _Share(n, lambda epoch: tf.data.Dataset.range(n), load, describe)
+
+
+def _check_enough_examples(n, process_count, split, name):
+  if n < process_count:
+    raise ValueError(f"Split {split!r} of {name} has {n} examples, fewer than the "
+                     f"{process_count} processes reading it.")
 
 
 # ---- TFDS ------------------------------------------------------------------
@@ -150,7 +171,8 @@ def _manual_download_help(builder, root):
         f"ILSVRC2012_img_val.tar from https://image-net.org/download-images (free registration), "
         f"put both tar files (unextracted) in {manual_dir}, then run once:\n"
         f"  tfds build {builder.name} --data_dir={root} --manual_dir={manual_dir}\n"
-        f"(about 150 GB of disk; it takes hours). Then train with "
+        f"(the tars are ~150 GB and the prepared copy about as much again; building takes "
+        f"hours). Then train with "
         f"--config.tfds_data_dir={root}.")
   instructions = getattr(builder, "MANUAL_DOWNLOAD_INSTRUCTIONS", None)
   if instructions:
@@ -246,9 +268,7 @@ class _TfdsSource(_Source):
     # examples are merged from its own seed (a random interleaving, like
     # shuffling files), then shuffles that through a buffer.
     total = self.split_size(split)
-    if total < process_count:
-      raise ValueError(f"Split {split!r} of {self.name!r} has {total} examples, fewer than "
-                       f"the {process_count} processes reading it.")
+    _check_enough_examples(total, process_count, split, repr(self.name))
     k = int(np.clip(total // (process_count * _MIN_SHARD_EXAMPLES), 1, _MAX_TFDS_SHARDS))
     subsplits = tfds.even_splits(split, n=process_count * k)
     shards = [self._read(s) for s in subsplits[process_index * k:(process_index + 1) * k]]
@@ -309,7 +329,7 @@ def _parse_folder_split(split):
 
 @functools.lru_cache(maxsize=16)
 def _list_folder(folder, signature, skip_bad):
-  """Sorted (paths, class names of each path, list of non-image files) of a split folder.
+  """Sorted (paths, class name of each path) of a split folder.
 
   `signature` (the class folders' mtimes) makes the cache forget a folder
   whose files changed.
@@ -337,10 +357,13 @@ def _list_folder(folder, signature, skip_bad):
     if not found:
       raise ValueError(f"Class folder {class_dir} holds no image files "
                        f"({', '.join(IMAGE_EXTENSIONS)}); remove it or add images.")
-  return paths, classes, not_images
+  if not_images:
+    logging.warning("Skipping %d non-image files in %s (config.skip_corrupt_images), e.g. %s.",
+                    len(not_images), folder, not_images[0])
+  return paths, classes
 
 
-class _FolderSource(_Source):
+class _FolderSource(_IndexedSource):
   """config.data_dir/<split folder>/<class>/<image>, the "ImageFolder" layout.
 
   Classes are the sorted sub-folder names of the training split's folder (so
@@ -369,6 +392,8 @@ class _FolderSource(_Source):
 
   def _folder(self, name):
     folder = os.path.join(self.root, _FOLDER_SPLIT_NAMES.get(name, name))
+    if not os.path.isdir(folder) and os.path.isdir(os.path.join(self.root, name)):
+      folder = os.path.join(self.root, name)  # e.g. a folder literally named "validation".
     if not os.path.isdir(folder):
       existing = sorted(e.name for e in os.scandir(self.root) if e.is_dir())
       raise FileNotFoundError(
@@ -383,10 +408,7 @@ class _FolderSource(_Source):
     name, start, stop = _parse_folder_split(split)
     folder = self._folder(name)
     signature = tuple((e.name, e.stat().st_mtime_ns) for e in os.scandir(folder) if e.is_dir())
-    paths, classes, not_images = _list_folder(folder, signature, self.skip_bad)
-    if not_images:
-      logging.warning("Skipping %d non-image files in %s (config.skip_corrupt_images), e.g. %s.",
-                      len(not_images), folder, not_images[0])
+    paths, classes = _list_folder(folder, signature, self.skip_bad)
     unknown = sorted(set(classes) - set(self._label_of))
     if unknown:
       raise ValueError(f"{folder} has classes {unknown} that the training split's folder "
@@ -403,11 +425,10 @@ class _FolderSource(_Source):
   def split_size(self, split):
     return len(self.files(split)[0])
 
-  def _share(self, split, process_index, process_count):
+  def _indexed(self, split, process_index, process_count, *, for_eval):
+    del for_eval  # Same files either way; the caller picks the preprocessing.
     paths, labels = self.files(split)
-    if len(paths) < process_count:
-      raise ValueError(f"Split {split!r} of {self.name} has {len(paths)} images, fewer than "
-                       f"the {process_count} processes reading it.")
+    _check_enough_examples(len(paths), process_count, split, self.name)
     # A stride, not a block: each process then sees every class.
     paths, labels = paths[process_index::process_count], labels[process_index::process_count]
     paths_t, labels_t = tf.constant(paths), tf.constant(labels)
@@ -415,26 +436,13 @@ class _FolderSource(_Source):
     def load(index):
       return {"image": tf.io.read_file(paths_t[index]), "label": labels_t[index]}
 
-    return paths, load, lambda index: str(paths[int(index)])
-
-  def train_share(self, split, process_index, process_count, *, seed, shuffle_buffer_size):
-    del shuffle_buffer_size  # Random access: each epoch is a full permutation.
-    paths, load, describe = self._share(split, process_index, process_count)
-    n = len(paths)
-    return _Share(
-        n, lambda epoch: tf.data.Dataset.from_tensor_slices(_epoch_order(n, seed, epoch)),
-        load, describe)
-
-  def eval_share(self, split, process_index, process_count):
-    paths, load, describe = self._share(split, process_index, process_count)
-    n = len(paths)
-    return _Share(n, lambda epoch: tf.data.Dataset.range(n), load, describe)
+    return len(paths), load, lambda index: str(paths[int(index)])
 
 
 # ---- Fake ---------------------------------------------------------------------
 
 
-class _FakeSource(_Source):
+class _FakeSource(_IndexedSource):
   """Random uint8 images and labels, the real element spec, no decoding.
 
   Images come from a small pool generated once (cheap enough to benchmark a
@@ -456,8 +464,9 @@ class _FakeSource(_Source):
   def split_size(self, split):
     return self.num_examples
 
-  def _share(self, split, process_index, process_count, crops):
-    start, stop = _even_ranges(self.num_examples, process_count)[process_index]
+  def _indexed(self, split, process_index, process_count, *, for_eval):
+    _check_enough_examples(self.num_examples, process_count, split, "fake")
+    crops = self.eval_crops if for_eval else 1
     split_tag = zlib.crc32(split.encode()) & 0x7FFFFFFF  # Other splits, other images.
     s = self.image_size
     pool = tf.random.stateless_uniform([self._POOL, s, s, 3], [_FAKE_TAG, split_tag],
@@ -465,8 +474,8 @@ class _FakeSource(_Source):
     pool = tf.cast(pool, tf.uint8)
     num_classes = self.num_classes
 
-    def load(index):
-      index = tf.cast(index, tf.int64) + start
+    def load(index):  # Strided over processes, like image folders.
+      index = tf.cast(index, tf.int64) * process_count + process_index
       label = tf.random.stateless_uniform([], tf.stack([tf.cast(split_tag, tf.int64), index]),
                                           maxval=num_classes, dtype=tf.int32)
       image = pool[index % self._POOL]
@@ -474,18 +483,8 @@ class _FakeSource(_Source):
         image = tf.tile(image[None], [crops, 1, 1, 1])
       return {"image": image, "label": label}
 
-    return stop - start, load
-
-  def train_share(self, split, process_index, process_count, *, seed, shuffle_buffer_size):
-    del shuffle_buffer_size
-    n, load = self._share(split, process_index, process_count, 1)
-    return _Share(n, lambda epoch: tf.data.Dataset.from_tensor_slices(
-        _epoch_order(n, seed, epoch)), load, lambda i: f"fake example {int(i)}")
-
-  def eval_share(self, split, process_index, process_count):
-    n, load = self._share(split, process_index, process_count, self.eval_crops)
-    return _Share(n, lambda epoch: tf.data.Dataset.range(n), load,
-                  lambda i: f"fake example {int(i)}")
+    n = len(range(process_index, self.num_examples, process_count))
+    return n, load, lambda index: f"fake example {int(index)}"
 
 
 def _source(config) -> _Source:
