@@ -24,12 +24,12 @@ def get_config(arg=None):
   c.model.variant = "small"
   c.batch_size = 64
   c.eval_batch_size = 128
-  c.num_epochs = 30.0
+  c.num_epochs = 12.0
   c.learning_rate = 0.02
   c.lr_schedule = "cosine"
   c.warmup_epochs = 1.0
   c.weight_decay = 5e-4
   c.log_every_steps = 50
-  c.eval_every_steps = 220
-  c.checkpoint_every_steps = 220
+  c.eval_every_steps = 88  # every 4 epochs
+  c.checkpoint_every_steps = 88
   return default.apply_arg(c, arg)
