@@ -301,9 +301,14 @@ def test_fake_data(tmp_path):
                   resize_size=16, eval_crops=10, batch_size=8, eval_batch_size=8)
   info = input_pipeline.get_dataset_info(c)
   assert (info.num_classes, info.num_train_examples, info.num_eval_examples) == (7, 21, 21)
-  batch = next(input_pipeline.create_train_iterator(c, process_index=0, process_count=1))
+  it = input_pipeline.create_train_iterator(c, process_index=0, process_count=1)
+  batches = [next(it) for _ in range(5)]
+  batch = batches[0]
   assert batch["image"].shape == (8, 16, 16, 3) and batch["image"].dtype == np.uint8
   assert batch["label"].dtype == np.int32 and batch["label"].max() < 7
+  resumed = input_pipeline.create_train_iterator(c, start_step=3, process_index=0,
+                                                 process_count=1)
+  assert_same_batches(batches[3:], [next(resumed) for _ in range(2)])
   counts, examples = collect_eval(c, 2)
   assert counts == [3, 3] and len(examples) == 21
   assert examples[0][0].shape == (10, 16, 16, 3)
