@@ -19,6 +19,10 @@ flags.DEFINE_string("coordinator_address", None,
                     "HOST:PORT of process 0, to start a multi-process job with jax.distributed.")
 flags.DEFINE_integer("num_processes", None, "Number of processes in a multi-process job.")
 flags.DEFINE_integer("process_id", None, "This process's index in a multi-process job.")
+flags.DEFINE_integer("heartbeat_timeout_seconds", 100,
+                     "A multi-process job fails (rather than hangs) this long after a process dies.")
+flags.DEFINE_integer("initialization_timeout", 300,
+                     "Seconds to wait for every process to join a multi-process job.")
 flags.DEFINE_bool("auto_distributed", False,
                   "Let jax.distributed detect the cluster (TPU pods, SLURM) on its own.")
 config_flags.DEFINE_config_file("config", None, "Config file (path[:arg]).", lock_config=True)
@@ -31,7 +35,9 @@ def main(argv):
   from alexnet_jax import runtime  # pylint: disable=g-import-not-at-top
   runtime.initialize(coordinator_address=FLAGS.coordinator_address,
                      num_processes=FLAGS.num_processes, process_id=FLAGS.process_id,
-                     auto=FLAGS.auto_distributed)
+                     auto=FLAGS.auto_distributed,
+                     heartbeat_timeout_seconds=FLAGS.heartbeat_timeout_seconds,
+                     initialization_timeout=FLAGS.initialization_timeout)
   from alexnet_jax import train  # pylint: disable=g-import-not-at-top
   final = train.train_and_evaluate(FLAGS.config, FLAGS.workdir)
   logging.info("Done at step %s: %s", final.get("step"),

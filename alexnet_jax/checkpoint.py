@@ -109,11 +109,17 @@ class Checkpointer:
           f"alexnet_jax reads version {FORMAT_VERSION}. Re-export it with the version that wrote it.")
     return meta
 
-  def stored_shapes(self, step: int, item: str = "params"):
-    """The stored tree of `item` as ShapeDtypeStructs (no array is read)."""
+  def stored_shapes(self, step: int, item: str = "params", sharding=None):
+    """The stored tree of `item` as ShapeDtypeStructs (no array is read).
+
+    Each leaf carries `sharding` (default: this process's first device), so the
+    tree is a restore target for this machine whatever topology wrote it.
+    """
     meta = self._manager.item_metadata(step)[item]
     tree = getattr(meta, "tree", meta)
-    return jax.tree.map(lambda m: jax.ShapeDtypeStruct(tuple(m.shape), m.dtype), tree)
+    sharding = sharding or jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
+    return jax.tree.map(
+        lambda m: jax.ShapeDtypeStruct(tuple(m.shape), m.dtype, sharding=sharding), tree)
 
   # ---- save ----
   def save(self, step: int, *, params, opt_state=None, meta: dict[str, Any],

@@ -38,7 +38,8 @@ def quiet_library_logs() -> None:
 
 
 def initialize(*, coordinator_address=None, num_processes=None, process_id=None,
-               auto: bool = False) -> None:
+               auto: bool = False, heartbeat_timeout_seconds: int = 100,
+               initialization_timeout: int = 300) -> None:
   """Starts jax.distributed when asked to; otherwise runs a single process.
 
   Explicit flags win. `auto=True` lets JAX detect TPU pods and SLURM jobs; it is
@@ -56,9 +57,12 @@ def initialize(*, coordinator_address=None, num_processes=None, process_id=None,
     # backend here would initialise it before jax.distributed, which is an error.)
     jax.config.update("jax_cpu_collectives_implementation", "gloo")
     jax.distributed.initialize(coordinator_address=coordinator_address,
-                               num_processes=num_processes, process_id=process_id)
+                               num_processes=num_processes, process_id=process_id,
+                               heartbeat_timeout_seconds=heartbeat_timeout_seconds,
+                               initialization_timeout=initialization_timeout)
   elif auto:
-    jax.distributed.initialize()
+    jax.distributed.initialize(heartbeat_timeout_seconds=heartbeat_timeout_seconds,
+                               initialization_timeout=initialization_timeout)
   logging.info("JAX process %d of %d; %d local / %d global devices (%s).", jax.process_index(),
                jax.process_count(), jax.local_device_count(), jax.device_count(),
                jax.devices()[0].platform)
