@@ -19,6 +19,8 @@ from __future__ import annotations
 import json
 import logging
 import os
+import shutil
+import time
 from typing import Any
 
 import jax
@@ -33,6 +35,10 @@ ITEM_NAMES = ("params", "opt_state", "meta")
 
 class CheckpointError(RuntimeError):
   """A checkpoint is missing, unreadable, or does not fit the model being restored."""
+
+
+class UnreadableCheckpointError(RuntimeError):
+  """A step's files are damaged or incomplete (restore_latest falls back past it)."""
 
 
 def checkpoint_dir(workdir_or_dir: str) -> str:
@@ -70,6 +76,8 @@ class Checkpointer:
   def __init__(self, directory: str, *, keep: int = 3, async_save: bool = True,
                read_only: bool = False):
     self.directory = os.path.abspath(os.fspath(directory))
+    self._read_only = read_only
+    self._last_started = None
     policy = ocp_managers.AnyPreservationPolicy([
         ocp_managers.LatestN(n=max(1, int(keep))),
         ocp_managers.BestN(get_metric_fn=lambda m: m["eval_top1"], n=1,
@@ -129,12 +137,44 @@ class Checkpointer:
     items = {"params": ocp.args.StandardSave(params), "meta": ocp.args.JsonSave(meta)}
     if opt_state is not None:
       items["opt_state"] = ocp.args.StandardSave(opt_state)
-    return self._manager.save(int(step), args=ocp.args.Composite(**items),
-                              metrics=metrics, force=force)
+    try:
+      started = self._manager.save(int(step), args=ocp.args.Composite(**items),
+                                   metrics=metrics, force=force)
+    except Exception as e:  # pylint: disable=broad-except
+      raise self._save_error(step, e) from e
+    if started:
+      self._last_started = int(step)
+    return started
 
   def wait(self) -> None:
     """Blocks until pending asynchronous saves are on disk (raises if one failed)."""
-    self._manager.wait_until_finished()
+    try:
+      self._manager.wait_until_finished()
+    except Exception as e:  # pylint: disable=broad-except
+      raise self._save_error(None, e) from e
+
+  def _save_error(self, step, error) -> "CheckpointError":
+    """A save failed (often: disk full). Say so, with what is still safe on disk."""
+    try:
+      free = shutil.disk_usage(self.directory).free
+      space = f"{free / 2**20:.1f} MiB free on that file system"
+    except OSError:
+      space = "free space unknown"
+    try:
+      self._manager.reload()
+      intact = self.all_steps()
+    except Exception:  # pylint: disable=broad-except
+      intact = "unknown"
+    # An asynchronous save that failed in the background surfaces at the next
+    # save or wait; name both steps so the message points at the right one.
+    which = f"step {self._last_started}" if self._last_started is not None else "a checkpoint"
+    if step is not None and step != self._last_started:
+      which += f" (noticed when starting step {step})"
+    return CheckpointError(
+        f"Saving {which} to {self.directory} failed: {type(error).__name__}: "
+        f"{str(error).splitlines()[0][:300]} ({space}). Complete earlier checkpoints: "
+        f"{intact}. Free disk space (or point --workdir elsewhere) and rerun the same command "
+        "to resume from the newest of them.")
 
   def close(self) -> None:
     self._manager.close()
@@ -148,7 +188,11 @@ class Checkpointer:
     gets an error listing the differing leaves.
     """
     meta = self.read_meta(step)
-    diffs = _shape_differences(abstract_params, self.stored_shapes(step, "params"))
+    stored = self.stored_shapes(step, "params")
+    if not jax.tree.leaves(stored):
+      raise UnreadableCheckpointError(
+          f"Checkpoint step {step} in {self.directory} has no readable params metadata.")
+    diffs = _shape_differences(abstract_params, stored)
     if diffs:
       raise CheckpointError(
           f"Checkpoint step {step} in {self.directory} does not fit this model "
@@ -166,26 +210,49 @@ class Checkpointer:
     """Restores the newest readable step, falling back past unreadable ones.
 
     A step that fails to restore (truncated or missing files) is reported with
-    a warning and skipped, never deleted. A step that does not fit the model is
-    an error: falling back would silently train something else. Returns None
-    when there is no checkpoint at all.
+    a warning naming it and skipped. It is never deleted: a writable manager
+    moves it to `<checkpoints>_quarantine/` so the resumed run can save that
+    step number again and retention never counts it. A step that does not fit
+    the model is an error: falling back would silently train something else.
+    Returns None when there is no checkpoint at all.
     """
     steps = self.all_steps()
+    bad = []
     for step in reversed(steps):
       try:
-        return self.restore(step, abstract_params=abstract_params,
-                            abstract_opt_state=abstract_opt_state)
+        restored = self.restore(step, abstract_params=abstract_params,
+                                abstract_opt_state=abstract_opt_state)
       except CheckpointError:
         raise
       except Exception as e:  # pylint: disable=broad-except
-        logging.warning("Checkpoint step %d in %s could not be restored (%s: %s); "
-                        "trying the previous one. It is left on disk for inspection.",
-                        step, self.directory, type(e).__name__, str(e).splitlines()[0][:300])
+        logging.warning("Checkpoint step %d in %s is unreadable (%s: %s); falling back to the "
+                        "previous one.", step, self.directory, type(e).__name__,
+                        str(e).splitlines()[0][:200])
+        bad.append(step)
+        continue
+      self._quarantine(bad)
+      return restored
     if steps:
       raise CheckpointError(
           f"None of the checkpoints {steps} in {self.directory} could be restored; see the "
           "warnings above. Move the directory away to start from scratch.")
     return None
+
+  def _quarantine(self, steps) -> None:
+    """Moves unreadable steps aside (never deletes them), process 0 only."""
+    if not steps or self._read_only:
+      return
+    if jax.process_index() == 0:
+      target_root = self.directory + "_quarantine"
+      os.makedirs(target_root, exist_ok=True)
+      for step in steps:
+        target = os.path.join(target_root, f"{step}.{int(time.time())}")
+        os.rename(os.path.join(self.directory, str(step)), target)
+        logging.warning("Moved unreadable checkpoint step %d to %s for inspection.", step, target)
+    if jax.process_count() > 1:
+      from jax.experimental import multihost_utils  # pylint: disable=g-import-not-at-top
+      multihost_utils.sync_global_devices("alexnet_jax_checkpoint_quarantine")
+    self._manager.reload()
 
 
 def config_to_dict(config) -> dict[str, Any]:

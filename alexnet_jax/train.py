@@ -268,6 +268,48 @@ class _PreemptionFlag:
       signal.signal(signal.SIGTERM, self._previous)
 
 
+# Keys that may differ when a run is resumed: they change how long it runs,
+# how often it reports, or where data lives, not what it computes.
+RESUMABLE_KEYS = frozenset({
+    "num_train_steps", "num_epochs", "log_every_steps", "eval_every_steps",
+    "checkpoint_every_steps", "keep_checkpoints", "profile", "prefetch_batches",
+    "eval_batch_size", "data_dir", "tfds_data_dir", "allow_config_change",
+})
+
+
+def prepare_workdir(workdir: str, config) -> None:
+  """Creates the workdir, proves it writable, and refuses a different run's workdir.
+
+  Runs before any compilation. A workdir whose config.json differs from this
+  config in keys other than RESUMABLE_KEYS would resume someone else's run
+  with new settings; that needs --config.allow_config_change=True.
+  """
+  try:
+    os.makedirs(workdir, exist_ok=True)
+    probe = os.path.join(workdir, f".write_probe.{os.getpid()}")
+    with open(probe, "w") as f:
+      f.write("ok")
+    os.remove(probe)
+  except OSError as e:
+    raise PermissionError(
+        f"The workdir {workdir!r} is not writable ({e.strerror or e}); pass a writable "
+        "--workdir.") from e
+  path = os.path.join(workdir, "config.json")
+  if not os.path.exists(path) or config.allow_config_change:
+    return
+  with open(path) as f:
+    old = _flatten(json.load(f))
+  new = _flatten(ckpt_lib.config_to_dict(config))
+  changed = sorted(k for k in old.keys() | new.keys()
+                   if k.split(".")[0] not in RESUMABLE_KEYS and old.get(k) != new.get(k))
+  if changed:
+    diffs = "\n  ".join(f"{k}: {old.get(k)!r} in the workdir, {new.get(k)!r} now" for k in changed)
+    raise ValueError(
+        f"The workdir {workdir!r} holds a run with a different config:\n  {diffs}\n"
+        "Use another --workdir, or pass --config.allow_config_change=True to resume it "
+        "with the new values.")
+
+
 def _write_config(workdir, config):
   if jax.process_index() == 0:
     with open(os.path.join(workdir, "config.json"), "w") as f:
@@ -292,9 +334,7 @@ def train_and_evaluate(config, workdir: str) -> dict[str, Any]:
 
   mesh = parallel.create_mesh()
   config_lib.validate_config(config, num_devices=mesh.devices.size)
-  os.makedirs(workdir, exist_ok=True)
-  if not os.access(workdir, os.W_OK):
-    raise PermissionError(f"The workdir {workdir} is not writable; pass another --workdir.")
+  prepare_workdir(workdir, config)
 
   info = input_pipeline.get_dataset_info(config)
   num_classes = int(config.num_classes or info.num_classes)

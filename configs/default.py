@@ -102,6 +102,9 @@ def base_config():
   c.checkpoint_every_steps = 1000
   c.keep_checkpoints = 3
   c.profile = False
+  # A workdir that holds a run with a different config is an error unless this
+  # is set (only the keys in train.RESUMABLE_KEYS may change silently).
+  c.allow_config_change = False
   return c
 
 

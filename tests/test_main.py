@@ -80,34 +80,6 @@ def test_rerun_resumes_instead_of_restarting(tmp_path):
   assert steps == [2, 4, 6]
 
 
-KILL_OVERRIDES = ["--config.num_train_steps=8", "--config.model.dropout_rate=0.5"]
-
-
-@pytest.fixture(scope="module")
-def uninterrupted_run(tmp_path_factory):
-  ref = tmp_path_factory.mktemp("reference")
-  proc = run_main(ref, *KILL_OVERRIDES)
-  assert proc.returncode == 0, proc.stderr[-3000:]
-  return ref
-
-
-@pytest.mark.parametrize("fault", ["sigkill@step:5", "sigkill@save:4"])
-def test_sigkill_then_resume_is_bitwise_identical(tmp_path, fault, uninterrupted_run):
-  """Killed after a checkpoint (or while one is being written): the rerun ends identical."""
-  overrides = KILL_OVERRIDES
-  ref = uninterrupted_run
-  killed = tmp_path / "killed"
-  proc = run_main(killed, *overrides, fault=fault)
-  assert proc.returncode == -signal.SIGKILL
-  proc = run_main(killed, *overrides)
-  assert proc.returncode == 0, proc.stderr[-3000:]
-  assert "Resumed from step" in proc.stderr
-  step_a, params_a, _ = final_params(str(ref))
-  step_b, params_b, _ = final_params(str(killed))
-  assert step_a == step_b == 8
-  assert_bitwise_equal(params_a, params_b)
-
-
 def test_sigterm_saves_waits_and_exits_zero(tmp_path):
   workdir = tmp_path / "run"
   proc = run_main(workdir, "--config.num_train_steps=8", fault="sigterm@step:3")
