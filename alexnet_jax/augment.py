@@ -179,11 +179,24 @@ def shorter_side_size(height, width, size):
   return tf.cast(tf.stack([new_h, new_w]), tf.int32)
 
 
+def resize(image, size, *, antialias):
+  """Bilinear resize of a uint8 image -> float32 on the 0..255 scale.
+
+  Which input dtype is faster depends on the kernel (measured on one core,
+  375x500 -> 256x341): plain bilinear takes 1240 us from uint8 but 723 us
+  from float32, so it gets float32; the antialiased kernel is the other way
+  round (3115 vs 3820 us), so it gets uint8.
+  """
+  if not antialias:
+    image = tf.cast(image, tf.float32)
+  return tf.image.resize(image, size, method="bilinear", antialias=antialias)
+
+
 def resize_shorter_side(image, size, *, antialias):
   """uint8 [H, W, 3] -> float32 [H', W', 3] (0..255) with min(H', W') == size."""
   shape = tf.shape(image)
   new_size = shorter_side_size(shape[0], shape[1], size)
-  return tf.image.resize(image, new_size, method="bilinear", antialias=antialias)
+  return resize(image, new_size, antialias=antialias)
 
 
 def _check_sizes(image_size, resize_size):
@@ -292,7 +305,7 @@ def paper_train(image, seed, *, image_size=224, resize_size=256, pca_sigma=0.1,
     shape = _jpeg_or_image_shape(image)
     window = paper_window(shape, crop_seed, image_size=image_size, resize_size=resize_size)
     image = _crop_window(image, shape, window, image_size)
-    return tf.image.resize(image, [image_size, image_size], method="bilinear", antialias=False)
+    return resize(image, [image_size, image_size], antialias=False)
 
   # Lighting is a per-channel offset, so it commutes with the flip; flipping
   # after the uint8 cast moves 4x fewer bytes.
@@ -340,7 +353,7 @@ def inception_train(image, seed, *, image_size=224, area_range=(0.08, 1.0),
     window = sample_crop_window(shape, crop_seed, area_range=area_range,
                                 aspect_range=aspect_range)
     image = _crop_window(image, shape, window, image_size)
-    return tf.image.resize(image, [image_size, image_size], method="bilinear", antialias=False)
+    return resize(image, [image_size, image_size], antialias=False)
 
   # Bilinear weights are convex, so values stay in 0..255: a plain cast after
   # rounding suffices, and flipping uint8 moves 4x fewer bytes than float.

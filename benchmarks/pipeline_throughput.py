@@ -12,13 +12,16 @@ for, and reports:
 
 The folder is small, so the iterator runs through it many times (it repeats
 epochs); the first batches (warm-up: graph tracing, autotuning, disk cache)
-are excluded.
+are excluded. `--augmentation=...,baseline` adds a plain tf.data map (full
+decode -> resize -> random crop -> flip, default tf.data options) measured the
+same way, to compare against under the same machine load.
 
   python benchmarks/pipeline_throughput.py --data_dir=../shared/data/flowers-mini \
       --augmentation=inception
 """
 
 import argparse
+import glob
 import os
 import pathlib
 import resource
@@ -28,6 +31,8 @@ import time
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import tensorflow as tf  # noqa: E402
 
 from configs import default  # noqa: E402
 from alexnet_jax import input_pipeline  # noqa: E402
@@ -40,9 +45,28 @@ def cpu_seconds():
   return usage.ru_utime + usage.ru_stime
 
 
+def baseline_iterator(config):
+  """The plain pipeline the target is measured against (no fusing, no tuning)."""
+  files = sorted(glob.glob(os.path.join(config.data_dir, "train", "*", "*")))
+  size, resize = config.image_size, config.resize_size
+
+  def load(path):
+    image = tf.io.decode_jpeg(tf.io.read_file(path), channels=3)
+    image = tf.image.resize(image, [resize, resize])
+    image = tf.image.random_crop(image, [size, size, 3])
+    return tf.cast(tf.image.random_flip_left_right(image), tf.uint8)
+
+  ds = tf.data.Dataset.from_tensor_slices(files).repeat().shuffle(len(files))
+  ds = ds.map(load, num_parallel_calls=tf.data.AUTOTUNE).batch(config.batch_size)
+  return ({"image": x} for x in ds.prefetch(tf.data.AUTOTUNE).as_numpy_iterator())
+
+
 def measure(config, *, seconds, warmup_batches):
   """(images, wall seconds, CPU seconds) over at least `seconds` after warm-up."""
-  it = input_pipeline.create_train_iterator(config, process_index=0, process_count=1)
+  if config.augmentation == "baseline":
+    it = baseline_iterator(config)
+  else:
+    it = input_pipeline.create_train_iterator(config, process_index=0, process_count=1)
   for _ in range(warmup_batches):
     next(it)
   images, wall0, cpu0 = 0, time.perf_counter(), cpu_seconds()
@@ -56,7 +80,7 @@ def main(argv=None):
   parser.add_argument("--data_dir", default=str(DEFAULT_DATA),
                       help="image folder root with train/<class>/* (default: flowers-mini)")
   parser.add_argument("--augmentation", default="paper,inception",
-                      help="comma-separated: paper, inception, none")
+                      help="comma-separated: paper, inception, none, baseline")
   parser.add_argument("--image_size", type=int, default=224)
   parser.add_argument("--resize_size", type=int, default=256)
   parser.add_argument("--batch_size", type=int, default=128)
