@@ -15,10 +15,13 @@ which thread runs it or when. The input pipeline derives that seed from
 (config.seed, global example index), which makes augmentation deterministic
 under parallel map and across resumes.
 
-Resizing: the training paths resize without antialiasing (bilinear), which is
-~1.6x cheaper and loses little since their crops are rarely shrunk by more than
-2x; the eval path resizes with antialiasing, like PIL/torchvision, so that
-weights converted from torchvision see the images they were trained on.
+Resizing: the training paths resize bilinearly without antialiasing, about 4x
+cheaper than with it; they lose little because a JPEG window at least twice
+the output size is decoded at 1/2, 1/4 or 1/8 scale (DCT scaling, which is
+both fast and a proper low-pass), so for JPEGs the final resize shrinks the
+window's shorter side by less than 2x. The eval path decodes at full scale and resizes with antialiasing, like
+PIL/torchvision, so that weights converted from torchvision see the images
+they were trained on.
 """
 
 import functools
@@ -27,7 +30,7 @@ import tensorflow as tf
 
 # The paper's PCA colour augmentation ("lighting"): eigen-decomposition of the
 # 3x3 covariance of ImageNet RGB pixels on the [0, 1] scale. Columns of
-# `_EIGVEC` are the eigenvectors; values from fb.resnet.torch's transforms.lua,
+# IMAGENET_PCA_EIGVEC are the eigenvectors; values from fb.resnet.torch's transforms.lua,
 # the standard copy used by torchvision recipes and big_vision.
 IMAGENET_PCA_EIGVAL = (0.2175, 0.0188, 0.0045)
 IMAGENET_PCA_EIGVEC = (
@@ -92,21 +95,16 @@ def per_format(image, fn):
   return tf.cond(tf.io.is_jpeg(image), lambda: fn(image), lambda: fn(_decode_other(image)))
 
 
-def decode(image, *, fast=False):
-  """Encoded bytes or a decoded image -> uint8 RGB [H, W, 3].
+def decode(image):
+  """Encoded bytes (any supported format) or a decoded image -> uint8 RGB [H, W, 3].
 
-  Args:
-    image: a scalar tf.string (any supported format) or a uint8 image.
-    fast: decode JPEGs with the fast integer IDCT (training only: it is
-      slightly less exact, which random augmentation swamps anyway).
+  JPEGs use the accurate IDCT: this is the eval path.
   """
   if not _is_encoded(image):
     return to_rgb(image)
-  dct_method = "INTEGER_FAST" if fast else ""
   return tf.cond(
       tf.io.is_jpeg(image),
-      lambda: tf.ensure_shape(
-          tf.io.decode_jpeg(image, channels=3, dct_method=dct_method), [None, None, 3]),
+      lambda: tf.ensure_shape(tf.io.decode_jpeg(image, channels=3), [None, None, 3]),
       lambda: _decode_other(image))
 
 
@@ -124,7 +122,11 @@ _JPEG_RATIOS = (1, 2, 4, 8)
 
 
 def _decode_jpeg_window(data, shape, window, ratio):
-  """decode_and_crop_jpeg at 1/ratio scale; `window` is in full-scale pixels."""
+  """decode_and_crop_jpeg at 1/ratio scale; `window` is in full-scale pixels.
+
+  Training only: the fast integer IDCT is slightly less exact, which random
+  augmentation swamps.
+  """
   height, width = shape[0], shape[1]
   y, x, h, w = tf.unstack(window)
   if ratio == 1:
