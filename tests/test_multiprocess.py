@@ -1,0 +1,106 @@
+"""Real multi-process jobs on localhost: jax.distributed + gloo CPU collectives.
+
+Every child gets a bounded timeout and is killed in a `finally`, so a failing
+job cannot hang the suite.
+"""
+
+import os
+import socket
+import subprocess
+import sys
+import time
+
+import jax
+import numpy as np
+import pytest
+
+from alexnet_jax import metrics as metrics_lib
+from tests.conftest import REPO_ROOT
+from tests.test_main import final_params
+
+TINY = "configs/default.py:tiny"
+
+
+def _free_port():
+  with socket.socket() as s:
+    s.bind(("127.0.0.1", 0))
+    return s.getsockname()[1]
+
+
+def run_job(workdir, num_processes, devices_per_process, *overrides, faults=None,
+            timeout=240, heartbeat=5):
+  """Runs main.py as `num_processes` processes; returns [(returncode, stderr)]."""
+  port = _free_port()
+  procs = []
+  try:
+    for i in range(num_processes):
+      env = dict(os.environ)
+      env["XLA_FLAGS"] = f"--xla_force_host_platform_device_count={devices_per_process}"
+      env.pop("ALEXNET_JAX_INJECT_FAULT", None)
+      if faults and faults.get(i):
+        env["ALEXNET_JAX_INJECT_FAULT"] = faults[i]
+      cmd = [sys.executable, "main.py", f"--config={TINY}", f"--workdir={workdir}", *overrides]
+      if num_processes > 1:
+        cmd += [f"--coordinator_address=127.0.0.1:{port}", f"--num_processes={num_processes}",
+                f"--process_id={i}", f"--heartbeat_timeout_seconds={heartbeat}",
+                "--initialization_timeout=120"]
+      procs.append(subprocess.Popen(cmd, cwd=REPO_ROOT, env=env, stdout=subprocess.DEVNULL,
+                                    stderr=subprocess.PIPE, text=True))
+    deadline = time.monotonic() + timeout
+    results = []
+    for p in procs:
+      _, err = p.communicate(timeout=max(1.0, deadline - time.monotonic()))
+      results.append((p.returncode, err))
+    return results
+  finally:
+    for p in procs:
+      if p.poll() is None:
+        p.kill()
+        p.wait()
+
+
+def _max_rel_diff(a, b):
+  return max(float(np.max(np.abs(x - y) / (np.abs(y) + 1e-6)))
+             for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)))
+
+
+def test_two_processes_match_one_process_with_four_devices(tmp_path):
+  overrides = ["--config.num_train_steps=4"]
+  results = run_job(tmp_path / "two", 2, 2, *overrides)
+  for rc, err in results:
+    assert rc == 0, err[-3000:]
+  (rc, err), = run_job(tmp_path / "one", 1, 4, *overrides)
+  assert rc == 0, err[-3000:]
+
+  step_a, params_a, _ = final_params(str(tmp_path / "two"))
+  step_b, params_b, _ = final_params(str(tmp_path / "one"))
+  assert step_a == step_b == 4
+  assert _max_rel_diff(params_a, params_b) < 1e-5
+  eval_a = [r for r in metrics_lib.read_metrics(str(tmp_path / "two")) if "eval_top1" in r][-1]
+  eval_b = [r for r in metrics_lib.read_metrics(str(tmp_path / "one")) if "eval_top1" in r][-1]
+  assert eval_a["eval_examples"] == eval_b["eval_examples"] == 64
+  for key in ("eval_loss", "eval_top1", "eval_top5"):
+    assert eval_a[key] == pytest.approx(eval_b[key], rel=1e-5)
+  # Only process 0 writes metrics: one record per eval, not two.
+  assert len([r for r in metrics_lib.read_metrics(str(tmp_path / "two")) if "eval_top1" in r]) == 1
+
+
+def test_a_killed_process_fails_the_job_fast_and_a_restart_resumes(tmp_path):
+  workdir = tmp_path / "run"
+  overrides = ["--config.num_train_steps=10"]
+  start = time.monotonic()
+  results = run_job(workdir, 2, 2, *overrides, faults={1: "sigkill@step:7"}, timeout=180)
+  elapsed = time.monotonic() - start
+  (rc0, err0), (rc1, _) = results
+  assert rc1 == -9
+  assert rc0 != 0, "the surviving process must not carry on alone"
+  assert "another task died" in err0 or "heartbeat" in err0.lower(), err0[-3000:]
+  assert elapsed < 150
+  saved = final_params(str(workdir))[0]
+  assert saved >= 2
+
+  results = run_job(workdir, 2, 2, *overrides)
+  for rc, err in results:
+    assert rc == 0, err[-3000:]
+  assert f"Resumed from step {saved}" in results[0][1]
+  assert final_params(str(workdir))[0] == 10
