@@ -1,0 +1,398 @@
+"""Restore a checkpoint anywhere and classify images exactly as eval does.
+
+    from alexnet_jax import inference
+    predictor = inference.load("/path/to/workdir")        # newest step
+    probs = predictor.predict([image1, image2])           # numpy [2, num_classes]
+    for name, p in predictor.top_k(probs[0]):
+      print(f"{p:.3f} {name}")
+
+`load` accepts a training workdir, its `checkpoints/` directory, one step's
+directory (`checkpoints/<step>`), or a workdir written by
+`python -m alexnet_jax.convert`. It restores the params alone (never the
+optimiser state) onto the devices this process has, replicated, whatever mesh
+wrote them: a checkpoint trained on 8 accelerators opens on one CPU and vice
+versa. The model is rebuilt from the config stored in the checkpoint, so no
+config file or flag is needed.
+
+Why preprocessing reuses `alexnet_jax.augment`: a predictor that resizes or
+crops even slightly differently from the eval pipeline reports accuracies the
+eval never measured. `predict` runs the very functions the eval pipeline maps
+(`augment.eval_center` / `augment.ten_crop`: shorter side to
+`config.resize_size` with antialiasing, centre `config.image_size` crop, or the
+paper's 10 crops) and normalises on the device with `train.normalize_images`;
+with 10 crops the softmax outputs are averaged, as the eval step does.
+
+Images may be uint8 arrays [H, W], [H, W, 1|3|4] (greyscale is repeated into
+RGB, alpha dropped), a uint8 batch [N, H, W, C], encoded file bytes (JPEG, PNG,
+GIF, BMP: decoded as the TFDS/imagefolder eval decodes them), or file paths.
+"""
+
+from __future__ import annotations
+
+import ast
+import dataclasses
+import functools
+import importlib.util
+import json
+import os
+import pathlib
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
+
+from alexnet_jax import checkpoint as ckpt_lib
+from alexnet_jax import config_lib
+from alexnet_jax import train as train_lib
+
+CROPS = (1, 10)
+_BATCH_AXIS = "batch"
+
+
+# ----------------------------------------------------------------------------
+# Class names.
+# ----------------------------------------------------------------------------
+
+
+@functools.lru_cache(maxsize=1)
+def imagenet_readable_names() -> dict[str, str] | None:
+  """{synset id: "first name"} for the 1000 ILSVRC-2012 classes, or None.
+
+  TFDS labels `imagenet2012` with WordNet ids (n01440764, ...). TFDS also
+  ships, offline, the ids in class order (datasets/imagenet2012/labels.txt)
+  and the readable names in the same order (the `IMAGENET_LABELS_LIST` of its
+  SI-Score dataset). The names are read with `ast` rather than imported so
+  that this neither imports nor depends on the rest of tensorflow_datasets.
+  """
+  try:
+    spec = importlib.util.find_spec("tensorflow_datasets")
+    if spec is None or not spec.submodule_search_locations:
+      return None
+    root = pathlib.Path(list(spec.submodule_search_locations)[0])
+    synsets = (root / "datasets" / "imagenet2012" / "labels.txt").read_text().split()
+    tree = ast.parse((root / "datasets" / "siscore" / "labels.py").read_text())
+    names = None
+    for node in tree.body:
+      if (isinstance(node, ast.Assign) and len(node.targets) == 1
+          and getattr(node.targets[0], "id", None) == "IMAGENET_LABELS_LIST"):
+        names = ast.literal_eval(node.value)
+    if names is None or len(names) != 1000 or len(synsets) != 1000:
+      return None
+    return {s: n.split(",")[0].strip() for s, n in zip(synsets, names)}
+  except (OSError, SyntaxError, ValueError):
+    return None
+
+
+def _display_class_names(stored, num_classes: int, dataset: str) -> list[str]:
+  """Names to show for each class index.
+
+  The checkpoint's names (the dataset's metadata) when it has them, with
+  ImageNet synset ids given readable names ("tench (n01440764)"). A
+  checkpoint without names (e.g. converted PyTorch weights) is assumed to use
+  the ILSVRC-2012 order when it has 1000 classes and an imagenet2012 config;
+  otherwise classes are called "class_<i>".
+  """
+  stored = list(stored or [])
+  readable = imagenet_readable_names()
+  if not stored and readable and num_classes == 1000 and str(dataset).startswith("imagenet2012"):
+    stored = list(readable)
+  if len(stored) != num_classes:
+    return [f"class_{i}" for i in range(num_classes)]
+  if readable and all(s in readable for s in stored):
+    return [f"{readable[s]} ({s})" for s in stored]
+  return [str(s) for s in stored]
+
+
+# ----------------------------------------------------------------------------
+# Finding and restoring the checkpoint.
+# ----------------------------------------------------------------------------
+
+
+def _resolve(path) -> tuple[str, int | None, str]:
+  """(checkpoints dir, step implied by the path or None, workdir)."""
+  path = os.path.abspath(os.fspath(path))
+  if not os.path.exists(path):
+    raise ckpt_lib.CheckpointError(
+        f"{path} does not exist. Pass a workdir written by main.py or alexnet_jax.convert "
+        f"(it holds {ckpt_lib.CHECKPOINT_DIR}/<step>/), or its {ckpt_lib.CHECKPOINT_DIR}/ "
+        "directory.")
+  name, parent = os.path.basename(path), os.path.dirname(path)
+  # One step's directory, e.g. workdir/checkpoints/1000.
+  if name.isdigit() and os.path.isdir(os.path.join(path, "params")):
+    return parent, int(name), os.path.dirname(parent)
+  directory = ckpt_lib.checkpoint_dir(path)
+  workdir = os.path.dirname(directory) if directory != path else path
+  return directory, None, workdir
+
+
+def _no_checkpoint_error(path, directory):
+  return ckpt_lib.CheckpointError(
+      f"No checkpoint found in {path} (looked for numbered step directories in {directory}). "
+      "Pass a workdir written by `python main.py` or `python -m alexnet_jax.convert`; a run "
+      "writes its first checkpoint after config.checkpoint_every_steps steps or at its first "
+      "eval.")
+
+
+def _config_from(meta: dict, workdir: str) -> ml_collections.ConfigDict:
+  """The run's config: from the checkpoint's meta, else the workdir's config.json."""
+  config = meta.get("config")
+  if not config:
+    path = os.path.join(workdir, "config.json")
+    if not os.path.exists(path):
+      raise ckpt_lib.CheckpointError(
+          f"The checkpoint has no stored config and {path} does not exist: the model cannot "
+          "be rebuilt. Copy the run's config.json next to its checkpoints/.")
+    with open(path) as f:
+      config = json.load(f)
+  return ml_collections.ConfigDict(config)
+
+
+def inference_mesh(devices=None) -> Mesh:
+  """A 1-D mesh over this process's devices (batch split, params replicated).
+
+  Auto axis type: the forward pass is plain jit code and lets XLA propagate
+  the batch sharding through it.
+  """
+  devices = jax.local_devices() if devices is None else list(devices)
+  return Mesh(np.asarray(devices), (_BATCH_AXIS,))
+
+
+@dataclasses.dataclass
+class Predictor:
+  """A restored model plus the eval preprocessing of its config.
+
+  Attributes:
+    config: the run's ml_collections config (unlocked: change e.g.
+      `eval_batch_size` or `tfds_data_dir` to evaluate elsewhere).
+    params: the restored params, replicated over `mesh`.
+    class_names: a display name per class index.
+    num_classes: classifier size.
+    step: the checkpoint step restored.
+    checkpoint_dir: where it came from.
+    mesh: the devices predictions run on.
+  """
+  config: ml_collections.ConfigDict = dataclasses.field(repr=False)
+  params: Any = dataclasses.field(repr=False)
+  class_names: list[str] = dataclasses.field(repr=False)
+  num_classes: int
+  step: int
+  checkpoint_dir: str
+  mesh: Mesh
+  model: Any = dataclasses.field(repr=False, default=None)
+  meta: dict = dataclasses.field(repr=False, default_factory=dict)
+
+  def __post_init__(self):
+    self._forward = jax.jit(functools.partial(forward, self.model, self.config))
+
+  # ---- preprocessing ----
+  def default_crops(self) -> int:
+    return int(self.config.get("eval_crops", 1) or 1)
+
+  def preprocess(self, images, *, crops: int | None = None) -> np.ndarray:
+    """Images of any size -> uint8 eval crops: [N, S, S, 3], or [N, 10, S, S, 3].
+
+    Exactly what the eval input pipeline feeds the eval step for the same
+    image (same TF ops). `crops` defaults to config.eval_crops.
+    """
+    crops = self.default_crops() if crops is None else crops
+    if crops not in CROPS:
+      raise ValueError(f"crops={crops!r} is not allowed: use 1 (centre crop) or 10 (four "
+                       "corners and centre, and their mirror images).")
+    fn = _eval_crop_fn(crops, int(self.config.image_size), int(self.config.resize_size))
+    items = _as_list(images)
+    if not items:
+      raise ValueError("predict() got no images.")
+    return np.stack([fn(_to_tf_input(x, i)).numpy() for i, x in enumerate(items)])
+
+  # ---- prediction ----
+  def predict(self, images, *, crops: int | None = None, batch_size: int = 64) -> np.ndarray:
+    """Class probabilities, numpy float32 [N, num_classes].
+
+    Args:
+      images: a list of images or a uint8 batch [N, H, W, C] (see the module
+        docstring for accepted forms); sizes may differ.
+      crops: 1 (centre crop) or 10 (softmax averaged over the paper's 10
+        crops); default config.eval_crops.
+      batch_size: images per forward pass (memory knob; results do not depend
+        on it).
+    """
+    return self.predict_crops(self.preprocess(images, crops=crops), batch_size=batch_size)
+
+  def predict_crops(self, crops: np.ndarray, *, batch_size: int = 64) -> np.ndarray:
+    """Probabilities for already preprocessed uint8 crops ([N,S,S,3] or [N,K,S,S,3]).
+
+    This is the device half of `predict`; feed it batches from
+    `input_pipeline.create_eval_iterator(predictor.config)` to score a split.
+    """
+    crops = np.asarray(crops)
+    s = int(self.config.image_size)
+    if crops.dtype != np.uint8 or crops.ndim not in (4, 5) or crops.shape[-3:] != (s, s, 3):
+      raise ValueError(f"predict_crops expects uint8 [N, {s}, {s}, 3] or [N, K, {s}, {s}, 3] "
+                       f"crops, got {crops.dtype} {crops.shape}; use predict() for raw images.")
+    if batch_size < 1:
+      raise ValueError(f"batch_size={batch_size} must be >= 1.")
+    outputs = []
+    for start in range(0, len(crops), batch_size):
+      chunk = crops[start:start + batch_size]
+      padded = _bucket(len(chunk), self.mesh.devices.size)
+      pad = np.zeros((padded - len(chunk),) + chunk.shape[1:], np.uint8)
+      batch = jax.device_put(np.concatenate([chunk, pad]),
+                             NamedSharding(self.mesh, P(_BATCH_AXIS)))
+      outputs.append(np.asarray(jax.device_get(self._forward(self.params, batch)))[:len(chunk)])
+    return np.concatenate(outputs) if outputs else np.zeros((0, self.num_classes), np.float32)
+
+  def top_k(self, probs, k: int = 5) -> list[tuple[str, float]]:
+    """[(class name, probability)] of one probability vector, highest first."""
+    probs = np.asarray(probs)
+    order = np.argsort(-probs, kind="stable")[:min(k, probs.shape[-1])]
+    return [(self.class_names[i], float(probs[i])) for i in order]
+
+
+def forward(model, config, params, crops):
+  """uint8 crops [B, S, S, 3] or [B, K, S, S, 3] -> float32 probabilities [B, classes].
+
+  The eval step's arithmetic: normalise on the device, logits in float32,
+  softmax averaged over the K crops when there are several.
+  """
+  k = crops.shape[1] if crops.ndim == 5 else 0
+  images = crops.reshape((-1,) + crops.shape[-3:]) if k else crops
+  images = train_lib.normalize_images(images, config.mean_rgb, config.std_rgb)
+  logits = model.apply({"params": params}, images, train=False).astype(jnp.float32)
+  probs = jax.nn.softmax(logits)
+  return probs.reshape(-1, k, probs.shape[-1]).mean(axis=1) if k else probs
+
+
+def _bucket(n: int, num_devices: int) -> int:
+  """Padded batch size: a power of two >= n, rounded up to the device count.
+
+  A few sizes only, so a notebook calling predict with varying counts compiles
+  a handful of programs, not one per count.
+  """
+  size = 1 << max(0, (n - 1).bit_length())
+  return -(-size // num_devices) * num_devices
+
+
+def load(workdir_or_checkpoint_dir, step: int | None = None, *, devices=None) -> Predictor:
+  """Restores params (only) and config from a checkpoint; returns a Predictor.
+
+  Args:
+    workdir_or_checkpoint_dir: a workdir, its checkpoints/ directory, or one
+      step's directory inside it.
+    step: the step to restore; default the newest (or the one in the path).
+    devices: where to put the params (replicated); default this process's
+      devices. E.g. `jax.local_devices()[:1]` for one device.
+
+  Raises:
+    checkpoint.CheckpointError: no checkpoint there, the step does not exist
+      (the message lists those that do), the format version is not this
+      code's, or the stored params do not fit the model the config describes.
+  """
+  path = os.fspath(workdir_or_checkpoint_dir)
+  directory, path_step, workdir = _resolve(path)
+  if path_step is not None:
+    if step is not None and step != path_step:
+      raise ValueError(f"step={step} contradicts the step directory {path} (step {path_step}).")
+    step = path_step
+  if not os.path.isdir(directory):
+    raise _no_checkpoint_error(path, directory)
+  ckpt = ckpt_lib.Checkpointer(directory, read_only=True, async_save=False)
+  try:
+    steps = ckpt.all_steps()
+    if not steps:
+      raise _no_checkpoint_error(path, directory)
+    if step is None:
+      step = steps[-1]
+    elif int(step) not in steps:
+      raise ckpt_lib.CheckpointError(
+          f"Step {step} is not in {directory}; available steps: {steps}.")
+    step = int(step)
+    meta = ckpt.read_meta(step)  # Raises on an incompatible format version.
+    config = _config_from(meta, workdir)
+    stored = ckpt.stored_shapes(step, "params")
+    num_classes = int(meta.get("num_classes") or config.get("num_classes")
+                      or np.shape(jax.tree.leaves(stored)[-1])[-1])
+    model = config_lib.create_model(config, num_classes)
+    expected = jax.eval_shape(lambda: train_lib.init_params(model, config, jax.random.key(0)))
+    diffs = ckpt_lib._shape_differences(expected, stored)  # pylint: disable=protected-access
+    if diffs:
+      raise ckpt_lib.CheckpointError(
+          f"Checkpoint step {step} in {directory} does not fit the model its config describes "
+          f"(variant {config.model.variant!r}, {num_classes} classes); was it written by another "
+          "version of alexnet_jax? Differences:\n  " + "\n  ".join(diffs[:20]))
+    mesh = inference_mesh(devices)
+    replicated = NamedSharding(mesh, P())
+    target = jax.tree.map(lambda s: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=replicated),
+                          stored)
+    params, _, _ = ckpt.restore(step, abstract_params=target)
+  finally:
+    ckpt.close()
+  class_names = _display_class_names(meta.get("class_names"), num_classes,
+                                     config.get("dataset", ""))
+  return Predictor(config=config, params=params, class_names=class_names,
+                   num_classes=num_classes, step=step, checkpoint_dir=directory, mesh=mesh,
+                   model=model, meta=meta)
+
+
+# ----------------------------------------------------------------------------
+# Host-side preprocessing helpers.
+# ----------------------------------------------------------------------------
+
+
+@functools.lru_cache(maxsize=None)
+def _eval_crop_fn(crops: int, image_size: int, resize_size: int):
+  """augment's eval function for one image (eager TF; same ops as the pipeline)."""
+  from alexnet_jax import augment  # pylint: disable=g-import-not-at-top  (imports TF)
+  from alexnet_jax import runtime  # pylint: disable=g-import-not-at-top
+  runtime.hide_accelerators_from_tensorflow()
+  if crops == 10:
+    return functools.partial(augment.ten_crop, image_size=image_size, resize_size=resize_size)
+  return functools.partial(augment.eval_center, image_size=image_size, resize_size=resize_size)
+
+
+def _as_list(images) -> list:
+  if isinstance(images, np.ndarray) and images.ndim == 4:
+    return list(images)
+  if isinstance(images, (str, bytes, os.PathLike, np.ndarray)) or hasattr(images, "__array__"):
+    return [images]
+  return list(images)
+
+
+def _to_tf_input(image, index: int):
+  """One image -> what augment's eval functions take (a tf.string or uint8 tensor)."""
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  if isinstance(image, (str, os.PathLike)):
+    with open(image, "rb") as f:
+      image = f.read()
+  if isinstance(image, bytes):
+    return tf.constant(image, tf.string)
+  array = np.asarray(image)
+  if array.dtype != np.uint8:
+    raise ValueError(
+        f"Image {index} has dtype {array.dtype}; predict() takes uint8 pixels on 0..255 (as "
+        "decoded from a file), encoded bytes, or a path. Convert with e.g. "
+        "`np.clip(x * 255, 0, 255).round().astype(np.uint8)` for floats on [0, 1].")
+  if array.ndim == 2:
+    array = array[..., None]
+  if array.ndim != 3 or not 1 <= array.shape[-1] <= 4 or 0 in array.shape:
+    raise ValueError(f"Image {index} has shape {array.shape}; expected [H, W] or [H, W, C] "
+                     "with C in 1..4 (greyscale, greyscale+alpha, RGB, RGBA) and H, W > 0.")
+  return tf.constant(array)
+
+
+def available_steps(workdir_or_checkpoint_dir) -> list[int]:
+  """The checkpoint steps stored under a workdir (empty when none)."""
+  directory, _, _ = _resolve(workdir_or_checkpoint_dir)
+  if not os.path.isdir(directory):
+    return []
+  ckpt = ckpt_lib.Checkpointer(directory, read_only=True, async_save=False)
+  try:
+    return ckpt.all_steps()
+  finally:
+    ckpt.close()
+
+
+__all__ = ["CROPS", "Predictor", "available_steps", "forward", "imagenet_readable_names",
+           "inference_mesh", "load"]
