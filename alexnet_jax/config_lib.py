@@ -63,9 +63,17 @@ def validate_config(config, *, num_devices: int | None = None) -> None:
     _fail("data_dir", config.data_dir,
           "dataset 'imagefolder' needs --config.data_dir=ROOT with ROOT/train/<class>/* "
           "and ROOT/val/<class>/*")
+  if config.parallelism.model not in (1, 2, 4):
+    _fail("parallelism.model", config.parallelism.model,
+          "use 1 (data parallel) or 2 (the paper's two towers; 4 splits further)")
+  if config.parallelism.model > 1 and config.model.variant != "paper":
+    _fail("parallelism.model", config.parallelism.model,
+          f"tower parallelism splits the 'paper' variant only (model.variant is "
+          f"{config.model.variant!r}); use parallelism.model=1")
   if num_devices:
     for key in ("batch_size", "eval_batch_size"):
       if config[key] % num_devices:
         _fail(key, config[key],
-              f"the global batch must be a multiple of the device count {num_devices} "
-              f"(all devices of all processes); e.g. {max(1, config[key] // num_devices) * num_devices}")
+              f"the global batch must be a multiple of the data-parallel device count "
+              f"{num_devices} (all devices of all processes, divided by "
+              f"parallelism.model); e.g. {max(1, config[key] // num_devices) * num_devices}")

@@ -19,17 +19,35 @@ import numpy as np
 from jax.sharding import AxisType, Mesh, NamedSharding, PartitionSpec as P
 
 DATA_AXIS = "data"
+MODEL_AXIS = "model"
 
 
-def create_mesh(devices=None) -> Mesh:
-  """A 1-D `"data"` mesh over `devices` (default: all devices of all processes).
+def create_mesh(devices=None, *, model_parallel: int = 1) -> Mesh:
+  """The device mesh over `devices` (default: all devices of all processes).
 
-  Axis type `Explicit`: shard_map gets the specs it is given; nothing is
+  `model_parallel == 1`: a 1-D `"data"` mesh. Otherwise a 2-D
+  `("data", "model")` mesh whose `"model"` axis holds the paper's towers
+  (alexnet_jax/towers.py); neighbouring devices form a tower group, so tower
+  traffic stays on the fastest links.
+
+  Axis types `Explicit`: shard_map gets the specs it is given; nothing is
   resharded behind our back.
   """
   devices = jax.devices() if devices is None else list(devices)
-  return jax.make_mesh((len(devices),), (DATA_AXIS,), axis_types=(AxisType.Explicit,),
-                       devices=devices)
+  if model_parallel == 1:
+    return jax.make_mesh((len(devices),), (DATA_AXIS,), axis_types=(AxisType.Explicit,),
+                         devices=devices)
+  if model_parallel < 1 or len(devices) % model_parallel:
+    raise ValueError(
+        f"config.parallelism.model={model_parallel} must be >= 1 and divide the device count "
+        f"{len(devices)}.")
+  return jax.make_mesh((len(devices) // model_parallel, model_parallel), (DATA_AXIS, MODEL_AXIS),
+                       axis_types=(AxisType.Explicit, AxisType.Explicit), devices=devices)
+
+
+def data_parallel_size(mesh: Mesh) -> int:
+  """How many ways the batch is split (the `"data"` axis size)."""
+  return mesh.shape[DATA_AXIS]
 
 
 def replicated(mesh: Mesh) -> NamedSharding:
@@ -42,7 +60,7 @@ def data_sharded(mesh: Mesh) -> NamedSharding:
 
 def check_batch_divides(global_batch: int, mesh: Mesh, what: str = "batch_size") -> None:
   """Raises a clear error when the global batch cannot be split over the mesh."""
-  n = mesh.devices.size
+  n = data_parallel_size(mesh)
   if global_batch <= 0 or global_batch % n:
     raise ValueError(
         f"config.{what}={global_batch} must be a positive multiple of the number of devices "

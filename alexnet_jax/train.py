@@ -37,7 +37,8 @@ from alexnet_jax import faults
 from alexnet_jax import metrics as metrics_lib
 from alexnet_jax import optim
 from alexnet_jax import parallel
-from alexnet_jax.parallel import DATA_AXIS
+from alexnet_jax import towers as towers_lib
+from alexnet_jax.parallel import DATA_AXIS, MODEL_AXIS
 
 
 @flax.struct.dataclass
@@ -81,31 +82,79 @@ def topk_correct(scores, labels, k: int):
   return jnp.any(top == labels[:, None], axis=-1).astype(jnp.float32)
 
 
-def device_dropout_key(root, step):
+def device_dropout_key(root, step, towers: int = 1):
   """This device's dropout key at `step` (call inside shard_map over `"data"`).
 
   Different units are dropped on every device and every step, and the key is a
-  function of the step alone, so a resumed run draws the same masks.
+  function of the step alone, so a resumed run draws the same masks. With
+  towers, each tower drops its own half of the units independently.
   """
-  return jax.random.fold_in(jax.random.fold_in(root, step), lax.axis_index(DATA_AXIS))
+  key = jax.random.fold_in(jax.random.fold_in(root, step), lax.axis_index(DATA_AXIS))
+  if towers > 1:
+    key = jax.random.fold_in(key, lax.axis_index(MODEL_AXIS))
+  return key
 
 
-def make_train_step(model, tx, learning_rate_fn: Callable, config, mesh):
-  """Returns jitted `(state, batch, lr_scale) -> (state, metrics)`; the state is donated."""
+def num_towers(mesh) -> int:
+  return mesh.shape[MODEL_AXIS] if MODEL_AXIS in mesh.axis_names else 1
+
+
+def state_partition_specs(state, mesh):
+  """How each leaf of the train state is laid out over the mesh's `"model"` axis.
+
+  Data parallelism replicates everything (P()); tower parallelism splits the
+  params and the optimiser state's arrays on their output axis.
+  """
+  if num_towers(mesh) == 1:
+    return jax.tree.map(lambda _: P(), state)
+  return TrainState(step=P(), params=towers_lib.partition_specs(state.params),
+                    opt_state=towers_lib.partition_specs(state.opt_state))
+
+
+def state_shardings(state, mesh):
+  return jax.tree.map(lambda spec: jax.sharding.NamedSharding(mesh, spec),
+                      state_partition_specs(state, mesh),
+                      is_leaf=lambda x: isinstance(x, P))
+
+
+def _global_norm(tree, towers):
+  """The norm of a tree whose leaves may be split over the towers."""
+  sq = sum(jnp.sum(jnp.square(x.astype(jnp.float32))) for x in jax.tree.leaves(tree))
+  if towers > 1:
+    sq = lax.psum(sq, MODEL_AXIS)
+  return jnp.sqrt(sq)
+
+
+def step_model(model, mesh):
+  """The per-device network: the model itself, or one tower of it."""
+  n = num_towers(mesh)
+  return model if n == 1 else towers_lib.create_tower_model(model, n)
+
+
+def make_train_step(model, tx, learning_rate_fn: Callable, config, mesh, abstract_state=None):
+  """Returns jitted `(state, batch, lr_scale) -> (state, metrics)`; the state is donated.
+
+  `abstract_state` (shapes only) is needed with tower parallelism, to lay the
+  state out over the `"model"` axis.
+  """
   dropout_root = jax.random.fold_in(jax.random.key(config.seed), 0x0D0)
   label_smoothing = float(config.label_smoothing)
+  towers = num_towers(mesh)
+  net = step_model(model, mesh)
 
   def per_device(state: TrainState, batch, lr_scale):
     step = state.step
-    key = device_dropout_key(dropout_root, step)
+    key = device_dropout_key(dropout_root, step, towers)
     images = normalize_images(batch["image"], config.mean_rgb, config.std_rgb)
     labels = batch["label"]
 
     def loss_fn(params):
-      logits = model.apply({"params": params}, images, train=True, rngs={"dropout": key})
+      logits = net.apply({"params": params}, images, train=True, rngs={"dropout": key})
       logits = logits.astype(jnp.float32)
       losses = cross_entropy(logits, labels, label_smoothing)
-      return losses.mean(), (losses, logits)
+      # Each tower computes the same loss; the gathers' backward adds their
+      # cotangents, so scale by 1/towers to get the single-device gradient.
+      return losses.mean() / towers, (losses, logits)
 
     grads, (losses, logits) = jax.grad(loss_fn, has_aux=True)(state.params)
     grads = lax.pmean(grads, DATA_AXIS)
@@ -119,24 +168,30 @@ def make_train_step(model, tx, learning_rate_fn: Callable, config, mesh):
         "count": jnp.asarray(labels.shape[0], jnp.float32),
     }
     sums = lax.psum(sums, DATA_AXIS)
-    sums["grad_norm"] = optax.tree.norm(grads)
+    sums["grad_norm"] = _global_norm(grads, towers)
     # Non-finite updates (e.g. a NaN learning rate) poison params while this
     # step's loss and gradient are still finite: check them too.
-    sums["update_norm"] = optax.tree.norm(updates)
+    sums["update_norm"] = _global_norm(updates, towers)
     sums["learning_rate"] = jnp.asarray(lr, jnp.float32)
     return state.replace(step=step + 1, params=params, opt_state=opt_state), sums
 
-  sharded = jax.shard_map(per_device, mesh=mesh, in_specs=(P(), P(DATA_AXIS), P()),
-                          out_specs=(P(), P()), check_vma=False)
+  if towers > 1 and abstract_state is None:
+    raise ValueError("Tower parallelism needs abstract_state to lay out the train state.")
+  specs = (state_partition_specs(abstract_state, mesh) if abstract_state is not None
+           else P())
+  sharded = jax.shard_map(per_device, mesh=mesh, in_specs=(specs, P(DATA_AXIS), P()),
+                          out_specs=(specs, P()), check_vma=False)
   return jax.jit(sharded, donate_argnums=(0,))
 
 
-def make_eval_step(model, config, mesh):
+def make_eval_step(model, config, mesh, abstract_params=None):
   """Returns jitted `(params, batch) -> sums` over a padded, masked batch.
 
   With 10 crops (`image` of shape [B, 10, S, S, 3]) the softmax outputs of the
   crops are averaged, as in the paper, and loss/accuracy are those of the mean.
   """
+
+  net = step_model(model, mesh)
 
   def per_device(params, batch):
     images = batch["image"]
@@ -144,7 +199,7 @@ def make_eval_step(model, config, mesh):
     if crops:
       images = images.reshape((-1,) + images.shape[2:])
     images = normalize_images(images, config.mean_rgb, config.std_rgb)
-    logits = model.apply({"params": params}, images, train=False).astype(jnp.float32)
+    logits = net.apply({"params": params}, images, train=False).astype(jnp.float32)
     if crops:
       probs = jax.nn.softmax(logits).reshape(-1, crops, logits.shape[-1]).mean(axis=1)
       log_probs = jnp.log(jnp.maximum(probs, 1e-30))
@@ -161,8 +216,13 @@ def make_eval_step(model, config, mesh):
     }
     return lax.psum(sums, DATA_AXIS)
 
-  sharded = jax.shard_map(per_device, mesh=mesh, in_specs=(P(), P(DATA_AXIS)), out_specs=P(),
-                          check_vma=False)
+  param_specs = P()
+  if num_towers(mesh) > 1:
+    if abstract_params is None:
+      raise ValueError("Tower parallelism needs abstract_params to lay out the params.")
+    param_specs = towers_lib.partition_specs(abstract_params)
+  sharded = jax.shard_map(per_device, mesh=mesh, in_specs=(param_specs, P(DATA_AXIS)),
+                          out_specs=P(), check_vma=False)
   return jax.jit(sharded)
 
 
@@ -176,13 +236,17 @@ def init_params(model, config, rng):
 
 
 def create_train_state(model, tx, config, mesh) -> TrainState:
-  """Initialises params and optimiser state directly as replicated device arrays."""
+  """Initialises params and optimiser state directly as device arrays laid out for `mesh`.
+
+  The single-device network is initialised in every layout, so a tower run
+  starts from exactly the parameters a data-parallel run would.
+  """
 
   def init():
     params = init_params(model, config, jax.random.key(config.seed))
     return TrainState(step=jnp.zeros((), jnp.int32), params=params, opt_state=tx.init(params))
 
-  return jax.jit(init, out_shardings=parallel.replicated(mesh))()
+  return jax.jit(init, out_shardings=state_shardings(jax.eval_shape(init), mesh))()
 
 
 def abstract_train_state(model, tx, config, mesh) -> TrainState:
@@ -190,8 +254,8 @@ def abstract_train_state(model, tx, config, mesh) -> TrainState:
   params = jax.eval_shape(lambda: init_params(model, config, jax.random.key(0)))
   state = jax.eval_shape(lambda p: TrainState(step=jnp.zeros((), jnp.int32), params=p,
                                               opt_state=tx.init(p)), params)
-  sharding = parallel.replicated(mesh)
-  return jax.tree.map(lambda s: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=sharding), state)
+  return jax.tree.map(lambda s, sh: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=sh),
+                      state, state_shardings(state, mesh))
 
 
 def abstract_batch(config, mesh, *, eval_batch: bool = False):
@@ -332,8 +396,9 @@ def train_and_evaluate(config, workdir: str) -> dict[str, Any]:
   """Trains and evaluates; resumable. Returns the final metrics (also in metrics.jsonl)."""
   from alexnet_jax import input_pipeline  # pylint: disable=g-import-not-at-top
 
-  mesh = parallel.create_mesh()
-  config_lib.validate_config(config, num_devices=mesh.devices.size)
+  config_lib.validate_config(config)
+  mesh = parallel.create_mesh(model_parallel=config.parallelism.model)
+  config_lib.validate_config(config, num_devices=parallel.data_parallel_size(mesh))
   prepare_workdir(workdir, config)
 
   info = input_pipeline.get_dataset_info(config)
@@ -373,8 +438,8 @@ def train_and_evaluate(config, workdir: str) -> dict[str, Any]:
     logging.info("Resumed from step %d in %s.", meta["step"], ckpt.directory)
   start_step = int(jax.device_get(state.step))
 
-  train_step = make_train_step(model, tx, learning_rate_fn, config, mesh)
-  eval_step = make_eval_step(model, config, mesh)
+  train_step = make_train_step(model, tx, learning_rate_fn, config, mesh, abstract_state)
+  eval_step = make_eval_step(model, config, mesh, abstract_state.params)
   lr_scale_sharding = parallel.replicated(mesh)
   scalar = jax.ShapeDtypeStruct((), jnp.float32, sharding=lr_scale_sharding)
   train_step, compile_s = compile_ahead_of_time(

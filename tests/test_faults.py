@@ -174,7 +174,7 @@ def _tiny(**overrides):
     ("learning_rate", -0.1, "learning_rate=-0.1.*> 0"),
     ("learning_rate", 0.0, "learning_rate=0.0.*> 0"),
     ("batch_size", 0, "batch_size=0.*> 0"),
-    ("batch_size", 12, "batch_size=12.*multiple of the device count 8"),
+    ("batch_size", 12, "batch_size=12.*multiple of the data-parallel device count 8"),
     ("eval_crops", 5, "eval_crops=5.*1 .*or 10"),
     ("model.dropout_rate", 1.5, "dropout_rate=1.5"),
 ])

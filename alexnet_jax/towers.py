@@ -1,0 +1,140 @@
+"""The paper's two-GPU model parallelism: each device holds one tower.
+
+Krizhevsky et al. split AlexNet over two GPUs: each holds half of every
+layer's filters and half of the FC units. conv2, conv4 and conv5 see only
+their own tower's maps (the grouped convolutions); conv3 and the FC layers
+read both towers, so only there do the GPUs exchange activations.
+
+`TowerAlexNet` is the per-device program of that split, for use inside
+`shard_map` with a `"model"` mesh axis of size 2 (more towers work too). It
+holds the local halves of the single-device `paper` model's parameters under
+the same names, so the global parameter tree is the ordinary one, sharded on
+its output-feature axis (`param_partition_specs`). Communication, all as
+`lax.all_gather` over the tower axis:
+
+  * before conv3, fc6, fc7 and fc8: the other towers' activations;
+  * after fc8: the other towers' logits;
+  * around LRN (conv1, conv2): the n//2 edge channels of the neighbouring
+    tower, because the single-device network's LRN window crosses the tower
+    boundary. This keeps the split exactly equal to the single-device model.
+
+Every tower computes the same loss from the gathered logits, so the backward
+pass of the gathers sums identical cotangents from each tower; the train step
+divides the loss by the tower count to compensate.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+from jax import lax
+from jax.sharding import PartitionSpec as P
+
+from alexnet_jax import models
+
+MODEL_AXIS = "model"
+
+
+def _gather_channels(x, axis_name):
+  return lax.all_gather(x, axis_name, axis=x.ndim - 1, tiled=True)
+
+
+def tower_lrn(x, axis_name, size=5, alpha=1e-4, beta=0.75, k=2.0):
+  """LRN over the global channel axis when each tower holds a slice of it.
+
+  Exchanges only the `size // 2` (left) and `(size - 1) // 2` (right) edge
+  channels with the neighbouring towers; zeros beyond the first and last tower,
+  exactly as the single-device layer pads.
+  """
+  before, after = size // 2, (size - 1) // 2
+  n = lax.axis_size(axis_name)
+  idx = lax.axis_index(axis_name)
+  edges = jnp.concatenate([x[..., :after], x[..., x.shape[-1] - before:]], axis=-1)
+  every = lax.all_gather(edges, axis_name)  # [towers, ..., after + before]
+  left_of_me = every[jnp.maximum(idx - 1, 0)][..., after:]  # previous tower's last channels
+  right_of_me = every[jnp.minimum(idx + 1, n - 1)][..., :after]  # next tower's first channels
+  left_of_me = jnp.where(idx > 0, left_of_me, 0.0)
+  right_of_me = jnp.where(idx < n - 1, right_of_me, 0.0)
+  extended = jnp.concatenate([left_of_me, x, right_of_me], axis=-1)
+  y = models.local_response_norm(extended.astype(jnp.float32), size, alpha, beta, k)
+  return y[..., before:before + x.shape[-1]].astype(x.dtype)
+
+
+class TowerAlexNet(nn.Module):
+  """One tower of the `paper` network; see the module docstring."""
+
+  num_classes: int = 1000
+  towers: int = 2
+  activation: str = "relu"
+  lrn: bool = True
+  overlapping_pool: bool = True
+  dropout_rate: float = 0.5
+  width_multiplier: float = 1.0
+  dtype: Any = jnp.float32
+  axis_name: str = MODEL_AXIS
+
+  @nn.compact
+  def __call__(self, x, train: bool = False):
+    arch = models.ARCHITECTURES["paper"]
+    act = models._ACTIVATION_FNS[self.activation]  # pylint: disable=protected-access
+    window = 3 if self.overlapping_pool else 2
+    multiple = max(spec.groups for spec in arch.convs)
+    x = x.astype(self.dtype)
+    for spec in arch.convs:
+      width = models._scaled(spec.features, self.width_multiplier, multiple)  # pylint: disable=protected-access
+      if spec.groups == 1 and spec.name != "conv1":
+        x = _gather_channels(x, self.axis_name)  # conv3 reads every tower
+      x = nn.Conv(width // self.towers, (spec.kernel, spec.kernel),
+                  strides=(spec.stride, spec.stride), padding=[(spec.padding, spec.padding)] * 2,
+                  dtype=self.dtype, param_dtype=jnp.float32, name=spec.name)(x)
+      x = act(x)
+      if spec.lrn and self.lrn:
+        x = tower_lrn(x, self.axis_name)
+      if spec.pool:
+        x = nn.max_pool(x, (window, window), strides=(2, 2), padding="VALID")
+    x = x.reshape((x.shape[0], x.shape[1] * x.shape[2], x.shape[3]))
+    # The single-device net flattens (H, W, C) over all channels: gather the
+    # channels first, then flatten, so fc6's rows line up.
+    x = _gather_channels(x, self.axis_name).reshape((x.shape[0], -1))
+    dropout = nn.Dropout(self.dropout_rate, deterministic=not train, name="dropout")
+    for i, (name, width) in enumerate(arch.hidden):
+      if i:
+        x = _gather_channels(x, self.axis_name)
+      width = models._scaled(width, self.width_multiplier)  # pylint: disable=protected-access
+      x = act(nn.Dense(width // self.towers, dtype=self.dtype, param_dtype=jnp.float32,
+                       name=name)(x))
+      if self.dropout_rate > 0:
+        x = dropout(x)
+    x = _gather_channels(x, self.axis_name)
+    x = nn.Dense(self.num_classes // self.towers, dtype=self.dtype, param_dtype=jnp.float32,
+                 name=arch.head)(x)
+    return _gather_channels(x, self.axis_name).astype(jnp.float32)
+
+
+def create_tower_model(model: nn.Module, towers: int) -> TowerAlexNet:
+  """The tower program equivalent to a `paper` AlexNet built by `create_model`."""
+  if model.variant != "paper":
+    raise ValueError(
+        f"config.parallelism.model={towers} splits the paper's two-tower network; "
+        f"model.variant={model.variant!r} has no towers. Use model.variant='paper' or "
+        "parallelism.model=1.")
+  if model.num_classes % towers:
+    raise ValueError(f"num_classes={model.num_classes} must divide into {towers} towers.")
+  return TowerAlexNet(num_classes=model.num_classes, towers=towers,
+                      activation=model.activation, lrn=model.lrn,
+                      overlapping_pool=model.overlapping_pool,
+                      dropout_rate=model.dropout_rate,
+                      width_multiplier=model.width_multiplier, dtype=model.dtype)
+
+
+def partition_specs(tree):
+  """Splits every array leaf on its last axis over the towers; scalars stay whole.
+
+  Applies to the params (kernels and biases split on output features) and to
+  the optimiser state, whose array leaves mirror the params.
+  """
+  return jax.tree.map(
+      lambda x: P(*([None] * (x.ndim - 1)), MODEL_AXIS) if x.ndim else P(), tree)
