@@ -186,6 +186,7 @@ class Predictor:
 
   def __post_init__(self):
     self._forward = jax.jit(functools.partial(forward, self.model, self.config))
+    self._preprocess_fns = {}
 
   # ---- preprocessing ----
   def default_crops(self) -> int:
@@ -201,7 +202,9 @@ class Predictor:
     if crops not in CROPS:
       raise ValueError(f"crops={crops!r} is not allowed: use 1 (centre crop) or 10 (four "
                        "corners and centre, and their mirror images).")
-    fn = _eval_crop_fn(crops, int(self.config.image_size), int(self.config.resize_size))
+    if crops not in self._preprocess_fns:
+      self._preprocess_fns[crops] = _eval_crop_fn(self.config, crops)
+    fn = self._preprocess_fns[crops]
     items = _as_list(images)
     if not items:
       raise ValueError("predict() got no images.")
@@ -341,15 +344,18 @@ def load(workdir_or_checkpoint_dir, step: int | None = None, *, devices=None) ->
 # ----------------------------------------------------------------------------
 
 
-@functools.lru_cache(maxsize=None)
-def _eval_crop_fn(crops: int, image_size: int, resize_size: int):
-  """augment's eval function for one image (eager TF; same ops as the pipeline)."""
+def _eval_crop_fn(config, crops: int):
+  """The eval pipeline's per-image function (`augment.eval_preprocess_fn`) for `crops`.
+
+  Run eagerly here; the pipeline maps the same function in tf.data, and these
+  ops give the same pixels either way.
+  """
   from alexnet_jax import augment  # pylint: disable=g-import-not-at-top  (imports TF)
   from alexnet_jax import runtime  # pylint: disable=g-import-not-at-top
   runtime.hide_accelerators_from_tensorflow()
-  if crops == 10:
-    return functools.partial(augment.ten_crop, image_size=image_size, resize_size=resize_size)
-  return functools.partial(augment.eval_center, image_size=image_size, resize_size=resize_size)
+  config = ml_collections.ConfigDict(config.to_dict())
+  config.eval_crops = crops
+  return augment.eval_preprocess_fn(config)
 
 
 def _as_list(images) -> list:
