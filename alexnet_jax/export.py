@@ -1,0 +1,211 @@
+"""Export the eval forward pass as a serialized `jax.export` artifact.
+
+    python -m alexnet_jax.export --workdir=DIR --output=model.jax
+        [--step=N] [--crops=1|10] [--input=uint8|float] [--separate_params]
+        [--platforms=cpu[,cuda,tpu]]
+
+What is written:
+
+* `model.jax`: `jax.export.Exported.serialize()` of the function
+  `images -> probabilities` (float32 [b, num_classes]), with a symbolic batch
+  dimension `b`. StableHLO plus calling-convention metadata: running it needs
+  `jax` (and jaxlib) only, not flax, TF or this package.
+* `model.jax.json`: what a caller needs to prepare inputs and read outputs:
+  input shape/dtype, image_size, resize_size, mean_rgb, std_rgb, crops,
+  class_names, step, and whether params are separate.
+* with `--separate_params`: `model.jax.params.npz`, the params as a flat
+  {"conv1/kernel": array, ...} dict. The function then takes
+  `(params_dict, images)`: the weights stay swappable (e.g. fine-tuned ones of
+  the same shapes) and the artifact small. By default the params are baked in
+  as constants: one self-contained file.
+
+Inputs (`--input`):
+
+* `uint8` (default): eval crops [b, S, S, 3] (or [b, 10, S, S, 3] with
+  `--crops=10`), i.e. what `Predictor.preprocess` / the eval pipeline
+  produce; normalisation with the run's mean/std happens inside.
+* `float`: already normalised float32 crops of the same shapes.
+
+With 10 crops the output is the softmax averaged over the crops, as eval.
+
+Loading and running with only jax installed:
+
+    import json
+    import numpy as np
+    from jax import export
+
+    with open("model.jax", "rb") as f:
+      exported = export.deserialize(bytearray(f.read()))
+    info = json.load(open("model.jax.json"))
+    crops = np.zeros([2] + info["input_shape"][1:], info["input_dtype"])  # your crops
+    if info["separate_params"]:
+      params = dict(np.load("model.jax.params.npz"))
+      probs = np.asarray(exported.call(params, crops))
+    else:
+      probs = np.asarray(exported.call(crops))
+    top1 = [info["class_names"][i] for i in probs.argmax(-1)]
+
+The artifact runs on the platforms it was exported for (`--platforms`,
+default this machine's default backend, e.g. `cpu`); export for several with
+`--platforms=cpu,cuda`.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import os
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import jax  # noqa: E402
+import jax.numpy as jnp  # noqa: E402
+import numpy as np  # noqa: E402
+
+INPUTS = ("uint8", "float")
+
+
+def _flat_params(params) -> dict[str, np.ndarray]:
+  """{"conv1/kernel": array, ...}: a pytree any loader rebuilds with np.load."""
+  flat = {}
+  for path, leaf in jax.tree_util.tree_flatten_with_path(jax.device_get(params))[0]:
+    flat["/".join(str(getattr(k, "key", k)) for k in path)] = np.asarray(leaf)
+  return flat
+
+
+def _forward_fn(predictor, input_kind: str):
+  """(params, images) -> probabilities, for uint8 crops or normalised floats."""
+  from alexnet_jax import inference  # pylint: disable=g-import-not-at-top
+  model, config = predictor.model, predictor.config
+  if input_kind == "uint8":
+    return functools.partial(inference.forward, model, config)
+
+  def forward_float(params, images):
+    k = images.shape[1] if images.ndim == 5 else 0
+    flat = images.reshape((-1,) + images.shape[-3:]) if k else images
+    logits = model.apply({"params": params}, flat, train=False).astype(jnp.float32)
+    probs = jax.nn.softmax(logits)
+    return probs.reshape(-1, k, probs.shape[-1]).mean(axis=1) if k else probs
+
+  return forward_float
+
+
+def _unflatten(flat: dict[str, np.ndarray]):
+  tree: dict = {}
+  for key, value in flat.items():
+    node = tree
+    *parents, leaf = key.split("/")
+    for p in parents:
+      node = node.setdefault(p, {})
+    node[leaf] = value
+  return tree
+
+
+def export_predictor(predictor, output: str, *, crops: int | None = None,
+                     input_kind: str = "uint8", separate_params: bool = False,
+                     platforms: tuple[str, ...] | None = None) -> dict:
+  """Writes the artifact (and its .json, and .params.npz if separate); returns the info dict."""
+  from jax import export  # pylint: disable=g-import-not-at-top
+  if input_kind not in INPUTS:
+    raise ValueError(f"input_kind={input_kind!r} is not allowed; choose one of {INPUTS}.")
+  crops = predictor.default_crops() if crops is None else int(crops)
+  if crops not in (1, 10):
+    raise ValueError(f"crops={crops!r} is not allowed: use 1 or 10.")
+  s = int(predictor.config.image_size)
+  shape = "b, 10, {s}, {s}, 3" if crops == 10 else "b, {s}, {s}, 3"
+  dtype = jnp.uint8 if input_kind == "uint8" else jnp.float32
+  images_spec = jax.ShapeDtypeStruct(export.symbolic_shape(shape.format(s=s)), dtype)
+  forward = _forward_fn(predictor, input_kind)
+  flat = _flat_params(predictor.params)
+  if separate_params:
+    fn = lambda p, images: forward(_unflatten(p), images)
+    args = ({k: jax.ShapeDtypeStruct(v.shape, v.dtype) for k, v in flat.items()}, images_spec)
+  else:
+    host_params = _unflatten(flat)  # numpy: becomes constants, no device placement baked in.
+    fn = lambda images: forward(host_params, images)
+    args = (images_spec,)
+  platforms = tuple(platforms) if platforms else (export.default_export_platform(),)
+  exported = export.export(jax.jit(fn), platforms=platforms)(*args)
+
+  output = os.path.abspath(output)
+  os.makedirs(os.path.dirname(output), exist_ok=True)
+  with open(output, "wb") as f:
+    f.write(exported.serialize())
+  info = {
+      "format": "jax.export",
+      "jax_version": jax.__version__,
+      "platforms": list(platforms),
+      "input_kind": input_kind,
+      "input_shape": ["b"] + ([10] if crops == 10 else []) + [s, s, 3],
+      "input_dtype": "uint8" if input_kind == "uint8" else "float32",
+      "output": "float32 [b, num_classes] class probabilities"
+                + (" (softmax averaged over the 10 crops)" if crops == 10 else ""),
+      "crops": crops,
+      "image_size": s,
+      "resize_size": int(predictor.config.resize_size),
+      "mean_rgb": [float(v) for v in predictor.config.mean_rgb],
+      "std_rgb": [float(v) for v in predictor.config.std_rgb],
+      "normalization": "(uint8 - 255 * mean_rgb) / (255 * std_rgb), applied "
+                       + ("inside the artifact" if input_kind == "uint8" else "by the caller"),
+      "separate_params": bool(separate_params),
+      "num_classes": predictor.num_classes,
+      "class_names": list(predictor.class_names),
+      "variant": str(predictor.config.model.variant),
+      "step": predictor.step,
+      "checkpoint_dir": predictor.checkpoint_dir,
+  }
+  if separate_params:
+    np.savez(output + ".params.npz", **flat)
+    info["params_file"] = os.path.basename(output) + ".params.npz"
+  with open(output + ".json", "w") as f:
+    json.dump(info, f, indent=2)
+  return info
+
+
+def main(argv):
+  from absl import app  # pylint: disable=g-import-not-at-top
+  from absl import flags  # pylint: disable=g-import-not-at-top
+  from absl import logging as absl_logging  # pylint: disable=g-import-not-at-top
+  if len(argv) > 1:
+    raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
+  FLAGS = flags.FLAGS  # pylint: disable=invalid-name
+  from alexnet_jax import checkpoint  # pylint: disable=g-import-not-at-top
+  from alexnet_jax import inference  # pylint: disable=g-import-not-at-top
+  from alexnet_jax import runtime  # pylint: disable=g-import-not-at-top
+  runtime.quiet_library_logs()
+  if not FLAGS["verbosity"].present:  # Keep stdout/stderr to the answer (and errors).
+    absl_logging.set_verbosity(absl_logging.ERROR)
+  try:
+    predictor = inference.load(FLAGS.workdir, FLAGS.step, devices=jax.local_devices()[:1])
+  except checkpoint.CheckpointError as e:
+    raise SystemExit(f"error: {e}") from e
+  platforms = tuple(p.strip() for p in FLAGS.platforms.split(",") if p.strip()) or None
+  info = export_predictor(predictor, FLAGS.output, crops=int(FLAGS.crops) if FLAGS.crops else None,
+                          input_kind=FLAGS.input, separate_params=FLAGS.separate_params,
+                          platforms=platforms)
+  print(f"Wrote {FLAGS.output} ({info['variant']}, step {info['step']}, input "
+        f"{info['input_dtype']} {info['input_shape']}, platforms {info['platforms']}) and "
+        f"{FLAGS.output}.json" + (f" and {FLAGS.output}.params.npz" if FLAGS.separate_params else ""))
+
+
+def _define_flags():
+  """Only when run as a script: importing this module must not claim flag names."""
+  from absl import flags  # pylint: disable=g-import-not-at-top
+  flags.DEFINE_string("workdir", None, "Workdir (or checkpoints/ directory) to export.")
+  flags.DEFINE_string("output", None, "Artifact path, e.g. model.jax.")
+  flags.DEFINE_integer("step", None, "Checkpoint step; default the newest.")
+  flags.DEFINE_enum("crops", None, ["1", "10"], "Crops per image; default config.eval_crops.")
+  flags.DEFINE_enum("input", "uint8", list(INPUTS),
+                    "uint8: eval crops, normalised inside; float: already normalised crops.")
+  flags.DEFINE_bool("separate_params", False,
+                    "Take params as an argument (written to OUTPUT.params.npz) instead of "
+                    "baking them in.")
+  flags.DEFINE_string("platforms", "", "Comma-separated platforms to export for (cpu, cuda, "
+                      "rocm, tpu); default this machine's default backend.")
+  flags.mark_flags_as_required(["workdir", "output"])
+
+
+if __name__ == "__main__":
+  from absl import app as _app  # pylint: disable=g-import-not-at-top
+  _define_flags()
+  _app.run(main)
