@@ -31,6 +31,12 @@ def tiny_config(**overrides):
   return c
 
 
+def digits_config(tfds_data_dir, **overrides):
+  """The offline digits dataset (built once per session in tfds_data_dir)."""
+  return tiny_config(**{"dataset": "sklearn_digits", "tfds_data_dir": tfds_data_dir,
+                        "train_split": "train", "eval_split": "test", **overrides})
+
+
 # ---------------------------------------------------------------- id-coded folders
 
 
@@ -103,8 +109,7 @@ def test_folder_eval_covers_the_split_exactly_once(id_folder, process_count, eva
 
 @pytest.mark.parametrize("process_count", [1, 2])
 def test_tfds_eval_covers_the_split_exactly_once(tfds_data_dir, process_count):
-  c = tiny_config(dataset="sklearn_digits", tfds_data_dir=tfds_data_dir,
-                  train_split="train", eval_split="test", eval_batch_size=14)
+  c = digits_config(tfds_data_dir, eval_batch_size=14)
   counts, examples = collect_eval(c, process_count)
   assert counts == [math.ceil(360 / 14)] * process_count
   images, labels, _ = sklearn_digits.load_split_arrays()["test"]
@@ -141,9 +146,7 @@ def assert_same_batches(a, b):
 
 
 def test_same_seed_same_batches_other_seed_other_batches(tfds_data_dir, flowers_mini):
-  digits = tiny_config(dataset="sklearn_digits", tfds_data_dir=tfds_data_dir,
-                       train_split="train", eval_split="test", augmentation="paper",
-                       batch_size=16)
+  digits = digits_config(tfds_data_dir, augmentation="paper", batch_size=16)
   flowers = tiny_config(dataset="imagefolder", data_dir=str(flowers_mini),
                         augmentation="inception", image_size=32, resize_size=36, batch_size=8)
   for c in (digits, flowers):
@@ -157,9 +160,7 @@ def test_same_seed_same_batches_other_seed_other_batches(tfds_data_dir, flowers_
 
 def test_resume_gives_the_uninterrupted_batches_across_epochs(tfds_data_dir, flowers_mini):
   # digits: 1437 examples / 64 per step, so step 22 straddles epochs 0 and 1.
-  digits = tiny_config(dataset="sklearn_digits", tfds_data_dir=tfds_data_dir,
-                       train_split="train", eval_split="test", augmentation="paper",
-                       batch_size=64)
+  digits = digits_config(tfds_data_dir, augmentation="paper", batch_size=64)
   # flowers: 160 / 2 processes = 80 per process, 8 per step: epoch = 10 steps.
   flowers = tiny_config(dataset="imagefolder", data_dir=str(flowers_mini),
                         augmentation="inception", image_size=24, resize_size=28, batch_size=16)
@@ -176,9 +177,7 @@ def test_tfds_training_with_shards_covers_each_epoch_and_resumes(tfds_data_dir, 
   # Large splits are read as several shards merged in a per-epoch random
   # order; make the 1437 digits take that path (16 shards of ~90).
   monkeypatch.setattr(input_pipeline, "_MIN_SHARD_EXAMPLES", 64)
-  c = tiny_config(dataset="sklearn_digits", tfds_data_dir=tfds_data_dir,
-                  train_split="train", eval_split="test", batch_size=479,
-                  shuffle_buffer_size=100)
+  c = digits_config(tfds_data_dir, batch_size=479, shuffle_buffer_size=100)
   it = input_pipeline.create_train_iterator(c, process_index=0, process_count=1)
   batches = [next(it) for _ in range(7)]
   images, labels, _ = sklearn_digits.load_split_arrays()["train"]
@@ -237,8 +236,7 @@ def test_imagenet2012_end_to_end_with_mock_data():
 
 
 def test_sklearn_digits_builds_offline_with_all_1797_images(tfds_data_dir):
-  c = tiny_config(dataset="sklearn_digits", tfds_data_dir=tfds_data_dir,
-                  train_split="train", eval_split="test")
+  c = digits_config(tfds_data_dir)
   info = input_pipeline.get_dataset_info(c)
   assert info.class_names == [str(d) for d in range(10)]
   assert (info.num_train_examples, info.num_eval_examples) == (1437, 360)
@@ -267,8 +265,8 @@ def test_sklearn_digits_builds_offline_with_all_1797_images(tfds_data_dir):
 
 
 def test_tfds_slicing_carves_a_validation_split(tfds_data_dir):
-  c = tiny_config(dataset="sklearn_digits", tfds_data_dir=tfds_data_dir,
-                  train_split="train[:90%]", eval_split="train[90%:]", eval_batch_size=10)
+  c = digits_config(tfds_data_dir, train_split="train[:90%]", eval_split="train[90%:]",
+                    eval_batch_size=10)
   info = input_pipeline.get_dataset_info(c)
   assert (info.num_train_examples, info.num_eval_examples) == (1293, 144)
   counts, examples = collect_eval(c, 2)
