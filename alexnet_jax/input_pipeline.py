@@ -706,6 +706,7 @@ class BatchIterator:
     except StopIteration:
       if self._num_real is not None:  # Eval: examples missing at the very end.
         self._skipped(range(self._next, self._num_real))
+        self._next = self._num_real  # Count them once, however often next() is called.
       raise
     except tf.errors.OpError:
       # Batches come in order, so the culprit is in the batch starting here.
