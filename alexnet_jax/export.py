@@ -2,7 +2,7 @@
 
     python -m alexnet_jax.export --workdir=DIR --output=model.jax
         [--step=N] [--crops=1|10] [--input=uint8|float] [--separate_params]
-        [--platforms=cpu[,cuda,tpu]]
+        [--platforms=cpu[,cuda,tpu]] [--saved_model=DIR]
 
 What is written:
 
@@ -48,6 +48,17 @@ Loading and running with only jax installed:
 The artifact runs on the platforms it was exported for (`--platforms`,
 default this machine's default backend, e.g. `cpu`); export for several with
 `--platforms=cpu,cuda`.
+
+TF SavedModel (for TF Serving), optional: `--saved_model=DIR` also writes
+the same function through `jax.experimental.jax2tf` (native serialization:
+the StableHLO runs inside TF's `XlaCallModule` op, which TF Serving >= 2.12
+has), with the params as TF variables (no 2 GB graph-size limit) and a
+`serving_default` signature `images -> {"probabilities"}`. Loading needs only
+TensorFlow:
+
+    import tensorflow as tf
+    model = tf.saved_model.load("saved_model_dir")
+    probs = model.signatures["serving_default"](images=crops)["probabilities"]
 """
 
 from __future__ import annotations
@@ -162,6 +173,42 @@ def export_predictor(predictor, output: str, *, crops: int | None = None,
   return info
 
 
+def export_saved_model(predictor, directory: str, *, crops: int | None = None,
+                       input_kind: str = "uint8",
+                       platforms: tuple[str, ...] | None = None) -> str:
+  """Writes a TF SavedModel of the same forward pass via jax2tf; returns its directory."""
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  from jax.experimental import jax2tf  # pylint: disable=g-import-not-at-top
+  if input_kind not in INPUTS:
+    raise ValueError(f"input_kind={input_kind!r} is not allowed; choose one of {INPUTS}.")
+  crops = predictor.default_crops() if crops is None else int(crops)
+  if crops not in (1, 10):
+    raise ValueError(f"crops={crops!r} is not allowed: use 1 or 10.")
+  s = int(predictor.config.image_size)
+  image_shape = [None] + ([10] if crops == 10 else []) + [s, s, 3]
+  dtype = tf.uint8 if input_kind == "uint8" else tf.float32
+  poly = "(b, 10, _, _, _)" if crops == 10 else "(b, _, _, _)"
+  kwargs = {}
+  if platforms:
+    kwargs["native_serialization_platforms"] = tuple(platforms)
+  tf_forward = jax2tf.convert(_forward_fn(predictor, input_kind), with_gradient=False,
+                              polymorphic_shapes=[None, poly], **kwargs)
+  module = tf.Module()
+  # Variables, not constants: a 61M-parameter model as graph constants would
+  # approach the 2 GB protobuf limit of the graph.
+  module.params = tf.nest.map_structure(tf.Variable, _unflatten(_flat_params(predictor.params)))
+
+  @tf.function(input_signature=[tf.TensorSpec(image_shape, dtype, name="images")],
+               autograph=False)
+  def serve(images):
+    return {"probabilities": tf_forward(module.params, images)}
+
+  module.serve = serve
+  directory = os.path.abspath(directory)
+  tf.saved_model.save(module, directory, signatures={"serving_default": serve})
+  return directory
+
+
 def main(argv):
   from absl import app  # pylint: disable=g-import-not-at-top
   from absl import flags  # pylint: disable=g-import-not-at-top
@@ -183,6 +230,11 @@ def main(argv):
   info = export_predictor(predictor, FLAGS.output, crops=int(FLAGS.crops) if FLAGS.crops else None,
                           input_kind=FLAGS.input, separate_params=FLAGS.separate_params,
                           platforms=platforms)
+  if FLAGS.saved_model:
+    path = export_saved_model(predictor, FLAGS.saved_model,
+                              crops=int(FLAGS.crops) if FLAGS.crops else None,
+                              input_kind=FLAGS.input, platforms=platforms)
+    print(f"Wrote TF SavedModel {path} (signature serving_default: images -> probabilities)")
   print(f"Wrote {FLAGS.output} ({info['variant']}, step {info['step']}, input "
         f"{info['input_dtype']} {info['input_shape']}, platforms {info['platforms']}) and "
         f"{FLAGS.output}.json" + (f" and {FLAGS.output}.params.npz" if FLAGS.separate_params else ""))
@@ -202,6 +254,8 @@ def _define_flags():
                     "baking them in.")
   flags.DEFINE_string("platforms", "", "Comma-separated platforms to export for (cpu, cuda, "
                       "rocm, tpu); default this machine's default backend.")
+  flags.DEFINE_string("saved_model", None, "Also write a TF SavedModel (jax2tf) to this "
+                      "directory, for TF Serving.")
   flags.mark_flags_as_required(["workdir", "output"])
 
 

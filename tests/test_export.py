@@ -95,6 +95,40 @@ def test_exported_forward_runs_without_alexnet_jax_and_equals_predict(workdir, t
   assert not np.allclose(expected_ten, expected_centre, atol=1e-5)  # the two paths differ
 
 
+TF_LOADER = r'''
+import sys
+import numpy as np
+import tensorflow as tf
+
+serve = tf.saved_model.load(sys.argv[2]).signatures["serving_default"]
+crops = np.load(sys.argv[1])
+out = {f"size_{n}": serve(images=tf.constant(crops[:n]))["probabilities"].numpy() for n in (3, 5)}
+assert "alexnet_jax" not in sys.modules and "flax" not in sys.modules
+np.savez(sys.argv[3], **out)
+'''
+
+
+def test_tf_saved_model_runs_without_alexnet_jax_and_equals_predict(workdir, tmp_path):
+  pytest.importorskip("tensorflow")
+  predictor = inference.load(workdir)
+  saved = export_lib.export_saved_model(predictor, str(tmp_path / "saved_model"), crops=1)
+  images = [np.random.default_rng(i).integers(0, 256, (33, 41, 3), dtype=np.uint8)
+            for i in range(5)]
+  np.save(tmp_path / "crops.npy", predictor.preprocess(images, crops=1))
+  script = tmp_path / "load_saved_model.py"
+  script.write_text(TF_LOADER)
+  clean_env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+  proc = subprocess.run(
+      [sys.executable, "-I", str(script), str(tmp_path / "crops.npy"), saved,
+       str(tmp_path / "out.npz")],
+      cwd=tmp_path, env=clean_env, capture_output=True, text=True, timeout=300)
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  out = np.load(tmp_path / "out.npz")
+  expected = predictor.predict(images, crops=1)
+  for n in (3, 5):
+    np.testing.assert_allclose(out[f"size_{n}"], expected[:n], atol=1e-5, rtol=0)
+
+
 def test_bad_arguments(workdir):
   predictor = inference.load(workdir)
   with pytest.raises(ValueError, match="input_kind='bytes'"):
