@@ -555,18 +555,37 @@ def create_train_iterator(config, *, start_step=0, process_index=None,
   process_index, process_count = _processes(process_index, process_count)
   local_batch = _local_batch(config.batch_size, process_count, "batch_size")
   source = _source(config)
-  share = source.train_share(config.train_split, process_index, process_count,
+  global_batch, seed = config.batch_size, int(config.seed)
+  # Random-access sources share one global order: global batch t is the same
+  # examples whatever the process count, and process p takes its slice of it,
+  # so a 2-process run trains exactly like a 1-process run. Sequential TFDS
+  # sources give each process its own shard instead (no process reads another's
+  # files), which is what scales to a pod.
+  global_order = isinstance(source, _IndexedSource)
+  share = source.train_share(config.train_split, 0 if global_order else process_index,
+                             1 if global_order else process_count,
                              seed=int(config.seed),
                              shuffle_buffer_size=int(config.shuffle_buffer_size))
   n = share.num_examples
+  if global_order:
+    _check_enough_examples(n, process_count, config.train_split, repr(config.dataset))
   preprocess = None if source.preprocessed else augment.train_preprocess_fn(config)
-  global_batch, seed = config.batch_size, int(config.seed)
 
   def records_from(position):
     """Records of this process's stream from `position` on (no decoding)."""
-    start_epoch, offset = divmod(position, n)
+    if not global_order:
+      start_epoch, offset = divmod(position, n)
+      ds = tf.data.Dataset.counter(start_epoch).flat_map(share.records).skip(offset)
+      return ds.enumerate(start=position)
+    # Walk the global stream (indices only, nothing loaded) from the start of
+    # this step's global batch and keep this process's slice of every batch.
+    step, within = divmod(position, local_batch)
+    start = step * global_batch
+    start_epoch, offset = divmod(start, n)
     ds = tf.data.Dataset.counter(start_epoch).flat_map(share.records).skip(offset)
-    return ds.enumerate(start=position)
+    ds = ds.enumerate(start=start).filter(
+        lambda g, record: (g % global_batch) // local_batch == process_index)
+    return ds.skip(within).map(lambda g, record: record).enumerate(start=position)
 
   def example(position, record):
     ex = share.load(record)

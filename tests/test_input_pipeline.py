@@ -410,3 +410,23 @@ def test_benchmark_script_runs(flowers_mini):
   spec.loader.exec_module(module)
   module.main([f"--data_dir={flowers_mini}", "--augmentation=inception", "--image_size=32",
                "--resize_size=36", "--batch_size=8", "--seconds=0.2", "--warmup_batches=1"])
+
+
+def test_global_batches_do_not_depend_on_the_process_count(flowers_mini):
+  """Image folders and fake data: process p's batch is the p-th slice of the one
+  global batch, so 1 and 2 processes train on exactly the same examples."""
+  for dataset in ("fake", "imagefolder"):
+    c = default.get_config("tiny")
+    c.dataset = dataset
+    c.data_dir = str(flowers_mini)
+    c.batch_size = 8
+    c.num_classes = None if dataset == "imagefolder" else 10
+    c.augmentation = "paper"
+    one = input_pipeline.create_train_iterator(c, start_step=3, process_index=0, process_count=1)
+    two = [input_pipeline.create_train_iterator(c, start_step=3, process_index=p,
+                                                process_count=2) for p in range(2)]
+    for _ in range(25):  # past an epoch boundary for the folder (160 images / 8)
+      whole = next(one)
+      halves = [next(it) for it in two]
+      np.testing.assert_array_equal(np.concatenate([h["label"] for h in halves]), whole["label"])
+      np.testing.assert_array_equal(np.concatenate([h["image"] for h in halves]), whole["image"])
