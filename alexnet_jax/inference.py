@@ -16,11 +16,15 @@ config file or flag is needed.
 
 Why preprocessing reuses `alexnet_jax.augment`: a predictor that resizes or
 crops even slightly differently from the eval pipeline reports accuracies the
-eval never measured. `predict` runs the very functions the eval pipeline maps
-(`augment.eval_center` / `augment.ten_crop`: shorter side to
-`config.resize_size` with antialiasing, centre `config.image_size` crop, or the
-paper's 10 crops) and normalises on the device with `train.normalize_images`;
-with 10 crops the softmax outputs are averaged, as the eval step does.
+eval never measured. `predict` runs the very function the eval pipeline maps,
+`augment.eval_preprocess_fn(config)` (shorter side to `config.resize_size`
+with antialiasing, then the centre `config.image_size` crop or the paper's 10
+crops), and normalises on the device with `train.normalize_images`; with 10
+crops the softmax outputs are averaged, as the eval step does. Tests check
+both against the eval pipeline's batches and the run's logged eval metrics.
+
+Inference is single-process: under `jax.distributed` call it on one process
+(it uses that process's local devices only).
 
 Images may be uint8 arrays [H, W], [H, W, 1|3|4] (greyscale is repeated into
 RGB, alpha dropped), a uint8 batch [N, H, W, C], encoded file bytes (JPEG, PNG,
