@@ -1,0 +1,335 @@
+"""Sweeps: grid expansion and naming, printed commands, the runner's skip/resume/failure
+handling, and the report's numbers.
+
+The runner tests train real points with main.py on `configs/default.py:tiny`
+(fake data, 4 steps, one simulated device) so each finishes in seconds; the
+whole sequence (a printed command run by a shell, an interrupted point, its
+resume, a failing point, a rerun that skips finished points) shares one
+module-scoped sweep directory. The report is checked against hand-written
+metrics files whose numbers are known exactly.
+"""
+
+import contextlib
+import io
+import json
+import os
+import re
+import shlex
+import subprocess
+import sys
+import textwrap
+
+import pytest
+
+from alexnet_jax import sweep
+from tests.conftest import REPO_ROOT
+
+# ----------------------------------------------------------------------------- grids and names
+
+
+def test_axis_and_product_order():
+  grid = sweep.product(sweep.axis("model.activation", ["relu", "tanh"]),
+                       sweep.axis("model.lrn", [True, False]))
+  assert grid == [
+      {"model.activation": "relu", "model.lrn": True},
+      {"model.activation": "relu", "model.lrn": False},
+      {"model.activation": "tanh", "model.lrn": True},
+      {"model.activation": "tanh", "model.lrn": False},
+  ]
+  # An axis can be any list of dicts, e.g. two keys that move together.
+  zipped = [{"batch_size": 64, "learning_rate": 0.01}, {"batch_size": 128, "learning_rate": 0.02}]
+  assert len(sweep.product(sweep.axis("seed", [0, 1, 2]), zipped)) == 6
+  with pytest.raises(ValueError, match="overlap"):
+    sweep.product(sweep.axis("seed", [0]), sweep.axis("seed", [1]))
+  with pytest.raises(ValueError, match="no values"):
+    sweep.axis("seed", [])
+
+
+def test_one_at_a_time_keeps_baseline_and_varies_one_axis():
+  grid = sweep.one_at_a_time(sweep.axis("model.activation", ["relu", "tanh", "elu"]),
+                             sweep.axis("model.lrn", [True, False]))
+  assert grid == [{}, {"model.activation": "tanh"}, {"model.activation": "elu"},
+                  {"model.lrn": False}]
+
+
+def test_point_names_are_readable_and_safe():
+  assert sweep.point_name({}) == "baseline"
+  assert sweep.point_name({"model.activation": "tanh", "model.lrn": False}) == \
+      "model.activation=tanh,model.lrn=False"
+  assert sweep.point_name({"learning_rate": 1e-5, "seed": 3}) == "learning_rate=1e-05,seed=3"
+  assert sweep.point_name({"data_dir": "/data/my images"}) == "data_dir=_data_my_images"
+  assert sweep.point_name({"lr_step_epochs": (30, 60)}) == "lr_step_epochs=30_60"
+  long_a = sweep.point_name({"data_dir": "x" * 300 + "a"})
+  long_b = sweep.point_name({"data_dir": "x" * 300 + "b"})
+  assert len(long_a) <= sweep.MAX_NAME_LEN and long_a != long_b
+  assert sweep.format_value((30, 60)) == "(30, 60)"
+  assert sweep.format_value(0.1) == "0.1" and sweep.format_value(True) == "True"
+  with pytest.raises(ValueError, match="None cannot be set"):
+    sweep.format_value(None)
+
+
+def _write_sweep(path, grid_src, base="configs/default.py:tiny"):
+  """A sweep file on the tiny config; `grid_src` is the body of get_sweep."""
+  config_file, _, arg = base.partition(":")
+  module = os.path.splitext(os.path.basename(config_file))[0]
+  path.write_text(textwrap.dedent(f"""\
+      from alexnet_jax import sweep
+      from configs import {module} as base
+
+      def get_config(arg=None):
+        c = base.get_config({arg!r})
+        c.num_train_steps = 4
+        c.eval_every_steps = 4
+        c.log_every_steps = 2
+        c.checkpoint_every_steps = 2
+        return c
+
+      def get_sweep(arg=None):
+        return {grid_src}
+      """))
+  return str(path)
+
+
+def test_load_points_rejects_unknown_keys_and_duplicate_names(tmp_path):
+  good = _write_sweep(tmp_path / "good.py", 'sweep.axis("model.activation", ["relu", "tanh"])')
+  assert [p.name for p in sweep.load_points(good, None)] == [
+      "model.activation=relu", "model.activation=tanh"]
+  typo = _write_sweep(tmp_path / "typo.py", 'sweep.axis("model.activaton", ["relu"])')
+  with pytest.raises(ValueError, match="model.activaton"):
+    sweep.load_points(typo, None)
+  dup = _write_sweep(tmp_path / "dup.py", '[{"seed": 1}, {"seed": 1}]')
+  with pytest.raises(ValueError, match="share the name"):
+    sweep.load_points(dup, None)
+  with pytest.raises(FileNotFoundError):
+    sweep.load_points(str(tmp_path / "missing.py"), None)
+
+
+def test_paper_ablations_grids():
+  path = os.path.join(REPO_ROOT, "configs/sweeps/paper_ablations.py")
+  names = [p.name for p in sweep.load_points(path, "small")]
+  assert names == ["baseline", "model.activation=tanh", "model.lrn=False",
+                   "model.overlapping_pool=False", "model.dropout_rate=0.0", "pca_lighting=0.0",
+                   "model.width_multiplier=0.5"]
+  assert [p.name for p in sweep.load_points(path, None)][-1] == "model.variant=seed"
+  assert len(sweep.load_points(path, "small,axis=activation")) == 2
+  product = sweep.load_points(path, "axis=activation+lrn+pooling,grid=product")
+  assert len(product) == 8
+  assert product[0].overrides == {"model.activation": "relu", "model.lrn": True,
+                                  "model.overlapping_pool": True}
+  with pytest.raises(ValueError, match="Unknown ablation axis 'colour'"):
+    sweep.load_points(path, "small,axis=colour")
+  module = sweep._load_module(path)  # pylint: disable=protected-access
+  small, full = module.get_config("small,axis=lrn"), module.get_config()
+  assert (small.dataset, small.model.variant, small.pca_lighting) == ("sklearn_digits", "small", 0.1)
+  assert (full.dataset, full.model.variant, full.num_epochs) == ("imagenet2012", "paper", 90.0)
+
+
+def test_relu_vs_tanh_sweep():
+  path = os.path.join(REPO_ROOT, "configs/sweeps/relu_vs_tanh.py")
+  assert [p.name for p in sweep.load_points(path, "small")] == [
+      "model.activation=relu", "model.activation=tanh"]
+  module = sweep._load_module(path)  # pylint: disable=protected-access
+  c = module.get_config("small,lr=0.005,steps=50")
+  assert (c.learning_rate, c.num_train_steps, c.weight_decay, c.model.lrn) == (0.005, 50, 0.0, False)
+  assert (c.lr_schedule, c.warmup_epochs, c.model.dropout_rate) == ("constant", 0.0, 0.0)
+  assert module.get_config().dataset == "cifar10"
+
+
+def test_only_names_a_missing_point(tmp_path, capsys):
+  path = _write_sweep(tmp_path / "s.py", 'sweep.axis("seed", [0, 1])')
+  with pytest.raises(SystemExit):
+    sweep.main([f"--sweep={path}", f"--workdir={tmp_path}/w", "--only=seed=7"])
+  err = capsys.readouterr().err
+  assert "seed=7" in err and "seed=0" in err and "seed=1" in err
+
+
+# ----------------------------------------------------------------------------- running
+
+
+def _env(fault=None):
+  env = dict(os.environ)
+  env["XLA_FLAGS"] = "--xla_force_host_platform_device_count=1"
+  env["PATH"] = os.path.dirname(sys.executable) + os.pathsep + env.get("PATH", "")
+  env.pop("ALEXNET_JAX_INJECT_FAULT", None)
+  if fault:
+    env["ALEXNET_JAX_INJECT_FAULT"] = fault
+  return env
+
+
+def _sweep_cli(*args, fault=None):
+  return subprocess.run([sys.executable, "-m", "alexnet_jax.sweep", *args], cwd=REPO_ROOT,
+                        env=_env(fault), capture_output=True, text=True, timeout=300)
+
+
+BAD, TANH, RELU = "model.lrn=maybe", "model.activation=tanh", "model.activation=relu"
+
+
+@pytest.fixture(scope="module")
+def sweep_runs(tmp_path_factory):
+  """Runs one sweep through its life and returns what each stage printed.
+
+  Points, in order: an invalid value (`model.lrn=maybe`, rejected when main.py
+  parses its flags), tanh, relu.
+    printed: `--print_commands` from outside the repo; relu's line run by a shell.
+    first:   tanh alone (`--only`), stopped by SIGTERM after step 3: the training
+             loop saves and exits 0 without its final eval.
+    second:  the bad point and tanh: the bad point fails, tanh still runs after
+             it and resumes from step 3.
+    third:   the same again: tanh is skipped, the bad point fails again.
+  Relu is left to the printed command (the runner would rerun it, as it has no
+  marker, which the tests can do without).
+  """
+  root = tmp_path_factory.mktemp("sweep")
+  spec = _write_sweep(root / "tiny_sweep.py",
+                      '[{"model.lrn": "maybe"}, {"model.activation": "tanh"}, '
+                      '{"model.activation": "relu"}]')
+  workdir = str(root / "runs")
+  out = {"workdir": workdir, "spec": spec}
+
+  cwd = os.getcwd()
+  os.chdir(str(root))
+  try:
+    buf = io.StringIO()
+    with contextlib.redirect_stdout(buf):
+      assert sweep.main([f"--sweep={spec}", f"--workdir={workdir}", "--print_commands"]) == 0
+  finally:
+    os.chdir(cwd)
+  out["printed"] = buf.getvalue().splitlines()
+  relu_line = next(line for line in out["printed"] if f"{RELU} " in line)
+  out["printed_run"] = subprocess.run(["bash", "-c", relu_line], cwd=str(root), env=_env(),
+                                      capture_output=True, text=True, timeout=300)
+
+  out["first"] = _sweep_cli(f"--sweep={spec}", f"--workdir={workdir}", f"--only={TANH}",
+                            fault="sigterm@step:3")
+  two = [f"--sweep={spec}", f"--workdir={workdir}", f"--only={BAD}", f"--only={TANH}"]
+  out["second"] = _sweep_cli(*two)
+  out["third"] = _sweep_cli(*two)
+  return out
+
+
+def _state(runs, name):
+  return sweep.read_point_state(os.path.join(runs["workdir"], name))
+
+
+def _train_steps(runs, name):
+  return [r["step"] for r in sweep.read_jsonl(os.path.join(runs["workdir"], name,
+                                                           "metrics.jsonl")) if "train_loss" in r]
+
+
+def test_printed_commands_are_runnable(sweep_runs):
+  lines = sweep_runs["printed"]
+  assert len(lines) == 3
+  for line, flag in zip(lines, ["--config.model.lrn=maybe", "--config.model.activation=tanh",
+                                "--config.model.activation=relu"]):
+    argv = shlex.split(line)
+    assert argv[:2] == ["cd", str(REPO_ROOT)] and argv[2] == "&&", line
+    assert argv[3:5] == ["python", "main.py"] and argv[-1] == flag
+    assert f"--config={sweep_runs['spec']}" in argv
+  proc = sweep_runs["printed_run"]
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  records = sweep.read_jsonl(os.path.join(sweep_runs["workdir"], RELU, "metrics.jsonl"))
+  assert sweep.completed_in_metrics(records) and records[-1]["step"] == 4
+  config = json.load(open(os.path.join(sweep_runs["workdir"], RELU, "config.json")))
+  assert config["model"]["activation"] == "relu" and config["num_train_steps"] == 4
+
+
+def test_interrupted_point_is_not_finished_and_resumes(sweep_runs):
+  first = sweep_runs["first"]
+  assert first.returncode == 1, first.stdout + first.stderr
+  assert "exited 0 without a final evaluation" in first.stdout
+  assert "1/1" in first.stdout  # --only ran tanh alone
+  second_log = open(os.path.join(sweep_runs["workdir"], TANH, sweep.LOG_FILE)).read()
+  assert "Resumed from step 3" in second_log
+  state = _state(sweep_runs, TANH)
+  assert state["status"] == "finished" and state["attempts"] == 2
+  assert _train_steps(sweep_runs, TANH) == [2, 4]
+  assert state["command"][-1] == "--config.model.activation=tanh"
+
+
+def test_failing_point_does_not_stop_the_others(sweep_runs):
+  second = sweep_runs["second"]
+  assert second.returncode == 1, second.stdout + second.stderr
+  out = second.stdout
+  assert f"(1/2) {BAD}: FAILED (exit code" in out
+  assert "Non-boolean argument" in out  # the child's error, quoted from its log
+  assert f"(2/2) {TANH}: finished" in out
+  failed = out.split("failed points")[1]
+  assert BAD in failed and TANH not in failed
+  assert _state(sweep_runs, BAD)["status"] == "failed"
+  assert _state(sweep_runs, TANH)["status"] == "finished"
+  assert "report:" in out and os.path.exists(os.path.join(sweep_runs["workdir"], "report.md"))
+
+
+def test_rerun_skips_finished_points(sweep_runs):
+  third = sweep_runs["third"]
+  assert third.returncode == 1  # the bad point still fails
+  assert f"{TANH}: finished already, skipping" in third.stdout
+  assert "1 failed" in third.stdout and "1 skipped" in third.stdout
+  assert _state(sweep_runs, TANH)["attempts"] == 2 and _state(sweep_runs, BAD)["attempts"] == 2
+  report = open(os.path.join(sweep_runs["workdir"], "report.md")).read()
+  rows = {re.match(r"\| `([^`]+)`", r).group(1): r.split("|")[2].strip()
+          for r in report.splitlines() if r.startswith("| `")}
+  # Sweep order; relu (run from its printed command, no marker) judged by its metrics.
+  assert list(rows) == [BAD, TANH, RELU]
+  assert rows == {BAD: "failed", TANH: "finished", RELU: "complete"}
+
+
+# ----------------------------------------------------------------------------- report
+
+
+def _write_metrics(path, records, torn_tail=False):
+  os.makedirs(path, exist_ok=True)
+  with open(os.path.join(path, "metrics.jsonl"), "w") as f:
+    for r in records:
+      f.write(json.dumps(r) + "\n")
+    if torn_tail:
+      f.write('{"step": 99, "train_lo')  # a run killed mid-write
+
+
+def test_report_reads_the_numbers_from_metrics(tmp_path):
+  workdir = tmp_path / "sweep"
+  a, b = "model.activation=relu", "model.activation=tanh"
+  _write_metrics(workdir / a, [
+      {"step": 10, "uptime": 5.0},
+      {"step": 10, "train_loss": 2.0, "train_top1": 0.50, "learning_rate": 0.01},
+      {"step": 20, "train_loss": 1.0, "train_top1": 0.75, "learning_rate": 0.01},
+      {"step": 20, "eval_loss": 1.1, "eval_top1": 0.70, "eval_top5": 0.90, "eval_examples": 360},
+      {"step": 30, "train_loss": 0.5, "train_top1": 0.90, "learning_rate": 0.01},
+      {"step": 30, "eval_loss": 1.2, "eval_top1": 0.65, "eval_top5": 0.95, "eval_examples": 360},
+  ])
+  with open(workdir / a / sweep.POINT_FILE, "w") as f:
+    json.dump({"status": "finished", "wall_time_sec": 125.4}, f)
+  # No sweep_point.json (run from a printed command): wall time is the largest uptime.
+  _write_metrics(workdir / b, [
+      {"step": 10, "train_loss": 2.2, "train_top1": 0.25},
+      {"step": 20, "train_loss": 2.1, "train_top1": 0.50},
+      {"step": 20, "uptime": 61.0},
+      {"step": 20, "eval_loss": 2.0, "eval_top1": 0.40, "eval_top5": 0.80, "eval_examples": 360},
+      {"step": 40, "uptime": 3700.2},
+      {"step": 40, "train_loss": 1.5, "train_top1": 0.70},
+      {"step": 40, "eval_loss": 1.6, "eval_top1": 0.55, "eval_top5": 0.85, "eval_examples": 360},
+  ], torn_tail=True)
+  with open(workdir / sweep.SWEEP_FILE, "w") as f:  # sweep order: tanh first
+    json.dump({"sweep": "x.py", "points": [{"name": b}, {"name": a}]}, f)
+
+  assert sweep.main(["report", f"--workdir={workdir}"]) == 0
+  report = (workdir / "report.md").read_text()
+  rows = [line for line in report.splitlines() if line.startswith("| `")]
+  assert rows == [
+      f"| `{b}` | complete | 40 | 55.00% | 55.00% | 85.00% | 85.00% | — | 1h01m40s |",
+      f"| `{a}` | finished | 30 | 65.00% | 70.00% | 95.00% | 95.00% | 20 | 2m05s |",
+  ]
+  for png in ("train_loss.png", "train_error.png", "eval_top1.png"):
+    data = (workdir / png).read_bytes()
+    assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 5000, png
+    assert f"({png})" in report
+  # Another target moves the time-to-target column only.
+  sweep.write_report(str(workdir), target_train_top1=0.5)
+  rows = [line for line in (workdir / "report.md").read_text().splitlines()
+          if line.startswith("| `")]
+  assert rows[0].split("|")[8].strip() == "20" and rows[1].split("|")[8].strip() == "10"
+
+
+def test_report_without_points_says_so(tmp_path):
+  with pytest.raises(FileNotFoundError, match="No sweep points"):
+    sweep.write_report(str(tmp_path))
