@@ -53,7 +53,7 @@ def _looks_like_checkpoint_dir(path: str) -> bool:
       name.isdigit() and os.path.isdir(os.path.join(path, name)) for name in os.listdir(path))
 
 
-def _shape_differences(expected, stored) -> list[str]:
+def shape_differences(expected, stored) -> list[str]:
   """Human-readable list of leaves whose shape differs or that exist on one side only."""
   exp = {jax.tree_util.keystr(p): tuple(v.shape)
          for p, v in jax.tree_util.tree_flatten_with_path(expected)[0]}
@@ -192,7 +192,7 @@ class Checkpointer:
     if not jax.tree.leaves(stored):
       raise UnreadableCheckpointError(
           f"Checkpoint step {step} in {self.directory} has no readable params metadata.")
-    diffs = _shape_differences(abstract_params, stored)
+    diffs = shape_differences(abstract_params, stored)
     if diffs:
       raise CheckpointError(
           f"Checkpoint step {step} in {self.directory} does not fit this model "

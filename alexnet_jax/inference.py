@@ -323,7 +323,7 @@ def load(workdir_or_checkpoint_dir, step: int | None = None, *, devices=None) ->
                       or np.shape(jax.tree.leaves(stored)[-1])[-1])
     model = config_lib.create_model(config, num_classes)
     expected = jax.eval_shape(lambda: train_lib.init_params(model, config, jax.random.key(0)))
-    diffs = ckpt_lib._shape_differences(expected, stored)  # pylint: disable=protected-access
+    diffs = ckpt_lib.shape_differences(expected, stored)
     if diffs:
       raise ckpt_lib.CheckpointError(
           f"Checkpoint step {step} in {directory} does not fit the model its config describes "
