@@ -1,0 +1,258 @@
+"""Formulations and XLA settings that make AlexNet train fast on XLA:CPU.
+
+Two things made a plain Flax AlexNet train at ~0.4x PyTorch's speed on a
+2-core CPU (seed variant, batch 64 at 224; measured with
+`python -m alexnet_jax.benchmark`):
+
+1. Convolution weight gradients. jax/jaxlib 0.10 hands every convolution to
+   YNNPACK by default (`ynn_fusion` in the optimised HLO). Its forward and
+   input-gradient convolutions are fine, but a weight gradient is a
+   convolution whose "kernel" is the whole 27x27 (or 13x13) output map, and
+   YNNPACK runs that ~10x slower than XLA's own Eigen convolution (conv2:
+   2.1 s vs 0.19 s of CPU time at batch 64). `cpu_xla_flags()` takes
+   convolutions (only those) away from YNNPACK; `cpu_compiler_options()` does
+   the same for one `jax.jit`. Numerics: the same convolution, another
+   library's summation order (differences ~1e-7 relative).
+
+2. Max-pool gradients. JAX differentiates `reduce_window(max)` by carrying
+   int32 iota index arrays through a variadic reduce-window (one per window
+   dimension, each as large as the activation) and scattering with them;
+   on CPU the iotas, the tuple reduce-window and the scatter cost more than
+   the convolutions around them. `max_pool` below has a custom VJP: the
+   forward pass records which of the window's k*k positions won (an int8
+   per output, the first maximum in row-major order: the tie rule of JAX's
+   own gradient and of PyTorch), and the backward pass routes the cotangent
+   back with shifted pads and one interleave: no scatter, no
+   select-and-scatter, only elementwise work XLA fuses. The forward maxima
+   are an elementwise max of strided slices, which XLA fuses with the ReLU
+   before it.
+
+The model uses these only when `model.cpu_kernels` says so ("auto": when JAX's
+default backend is the CPU), so GPU/TPU programs are unchanged. The flags
+touch only XLA's CPU compiler, so setting them on a GPU host is harmless.
+tests/test_cpu_kernels.py proves each formulation equals the plain one.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+from typing import Sequence
+
+import jax
+import jax.numpy as jnp
+from jax import lax
+
+# --------------------------------------------------------------------------
+# XLA settings.
+# --------------------------------------------------------------------------
+
+# The XLA:CPU option and the values verified with jax/jaxlib 0.10.x. The option
+# is experimental: another jaxlib may rename it, and an unknown flag makes XLA
+# abort at start-up, so we only emit it for versions we have checked.
+_YNN_OPTION = "xla_cpu_experimental_ynn_fusion_type"
+_YNN_FLAG_VALUE = "-individual_convolution"  # XLA_FLAGS syntax: drop one type
+# compiler_options syntax: the full list of enum names that stay on YNNPACK.
+_YNN_OPTION_VALUE = "LIBRARY_FUSION_TYPE_INDIVIDUAL_DOT,LIBRARY_FUSION_TYPE_REDUCE"
+VERIFIED_JAXLIB = ((0, 10),)
+
+
+def _jaxlib_verified(version: str | None = None) -> bool:
+  if version is None:
+    import jaxlib  # pylint: disable=g-import-not-at-top
+    version = jaxlib.__version__
+  try:
+    major_minor = tuple(int(p) for p in version.split(".")[:2])
+  except ValueError:
+    return False
+  return major_minor in VERIFIED_JAXLIB
+
+
+def cpu_xla_flags(version: str | None = None) -> str:
+  """XLA_FLAGS entries for fast CPU training ("" on an unverified jaxlib).
+
+  Append them to the `XLA_FLAGS` environment variable before JAX creates its
+  CPU backend (before the first computation; importing jax is fine), e.g.
+  with `apply_cpu_xla_flags()` at the top of main.py and tests/conftest.py.
+  """
+  if not _jaxlib_verified(version):
+    return ""
+  return f"--{_YNN_OPTION}={_YNN_FLAG_VALUE}"
+
+
+def apply_cpu_xla_flags(environ=None) -> str:
+  """Appends `cpu_xla_flags()` to `environ["XLA_FLAGS"]`; returns the new value.
+
+  A flag the user already set for the same option wins (nothing is added).
+  Has no effect on a backend that already exists, so call it at start-up.
+  """
+  environ = os.environ if environ is None else environ
+  current = environ.get("XLA_FLAGS", "")
+  extra = cpu_xla_flags()
+  if extra and f"--{_YNN_OPTION}=" not in current:
+    environ["XLA_FLAGS"] = (current + " " + extra).strip()
+  return environ.get("XLA_FLAGS", "")
+
+
+def cpu_compiler_options(platform: str | None = None) -> dict:
+  """`jax.jit(..., compiler_options=...)` with the same effect, for one program.
+
+  Empty unless `platform` (default: JAX's default backend) is "cpu" and the
+  jaxlib is verified, so it can be passed unconditionally.
+  """
+  platform = platform or jax.default_backend()
+  if platform != "cpu" or not _jaxlib_verified():
+    return {}
+  return {_YNN_OPTION: _YNN_OPTION_VALUE}
+
+
+# --------------------------------------------------------------------------
+# When the model uses the CPU formulations.
+# --------------------------------------------------------------------------
+
+SETTINGS = ("auto", "on", "off")
+
+
+def check_setting(value) -> str:
+  """Canonical form of `model.cpu_kernels` (bools allowed); ValueError otherwise."""
+  if isinstance(value, bool):
+    return "on" if value else "off"
+  if value not in SETTINGS:
+    raise ValueError(f"model.cpu_kernels={value!r} is not supported; allowed: "
+                     f"{', '.join(SETTINGS)} (auto: on when JAX's default "
+                     "backend is the CPU).")
+  return value
+
+
+def enabled(setting: str) -> bool:
+  """Resolves a setting at trace time; "auto" means "the default backend is a CPU"."""
+  setting = check_setting(setting)
+  if setting == "auto":
+    return jax.default_backend() == "cpu"
+  return setting == "on"
+
+
+# --------------------------------------------------------------------------
+# Max pooling with a scatter-free gradient.
+# --------------------------------------------------------------------------
+
+
+def _window_slices(x, window, strides, out_hw):
+  """x at window offset (i, j) of every output position, in row-major order."""
+  (kh, kw), (sh, sw), (oh, ow) = window, strides, out_hw
+  b, _, _, c = x.shape
+  for i in range(kh):
+    for j in range(kw):
+      yield lax.slice(x, (0, i, j, 0), (b, i + sh * (oh - 1) + 1, j + sw * (ow - 1) + 1, c),
+                      (1, sh, sw, 1))
+
+
+def _materialize(a, fill):
+  """`a` (all elements <= `fill`), computed once into a buffer of its own.
+
+  XLA fuses cheap elementwise producers into every consumer, recomputing them
+  per use, and XLA:CPU drops optimisation barriers. A variadic reduction
+  (value, position) over [a, fill] (the argmin pattern) is neither simplified
+  away nor fused into its consumers, so `a` is evaluated exactly once.
+  """
+  values = jnp.stack([a, jnp.full_like(a, fill)], axis=-1)
+  positions = lax.broadcasted_iota(jnp.int8, values.shape, a.ndim)
+
+  def smaller(x, y):
+    take_x = (x[0] < y[0]) | ((x[0] == y[0]) & (x[1] <= y[1]))
+    return lax.select(take_x, x[0], y[0]), lax.select(take_x, x[1], y[1])
+
+  big = jnp.array(jnp.iinfo(a.dtype).max, a.dtype)
+  out, _ = lax.reduce((values, positions), (big, jnp.int8(127)), smaller, (a.ndim,))
+  return out
+
+
+def _winner_index(x, y, window, strides):
+  """Offset (row-major) of the first window element equal to the max."""
+  count = window[0] * window[1]
+  dtype = jnp.int8 if count < 127 else jnp.int32
+  slices = list(_window_slices(x, window, strides, y.shape[1:3]))
+  index = jnp.full(y.shape, count, dtype)
+  for n in reversed(range(count)):  # the earliest match is written last
+    index = jnp.where(slices[n] == y, jnp.asarray(n, dtype), index)
+  return _materialize(index, count)
+
+
+def _route_back(index, g, window, strides, in_hw):
+  """d(input) from d(output): each output's cotangent goes to its winner.
+
+  Input row r = s*h + i (window h, offset i). Grouping rows by r mod s gives
+  s "phase" planes; plane p holds, at row a, the sum over offsets i = p (mod s)
+  of window a - i//s: plain shifted pads. The planes are interleaved by a
+  stack and a reshape and cropped to the input size. Same for columns.
+  """
+  (kh, kw), (sh, sw), (height, width) = window, strides, in_hw
+  b, oh, ow, c = g.shape
+  rows, cols = -(-height // sh), -(-width // sw)  # plane sizes
+  zero = jnp.zeros((), g.dtype)
+  planes = []
+  for p in range(sh):
+    row_planes = []
+    for q in range(sw):
+      acc = None
+      for i in range(p, kh, sh):
+        for j in range(q, kw, sw):
+          term = jnp.where(index == i * kw + j, g, zero)
+          di, dj = i // sh, j // sw
+          term = lax.pad(term, zero, [(0, 0, 0), (di, rows - oh - di, 0),
+                                      (dj, cols - ow - dj, 0), (0, 0, 0)])
+          acc = term if acc is None else acc + term
+      row_planes.append(jnp.zeros((b, rows, cols, c), g.dtype) if acc is None else acc)
+    # Interleave columns: [b, rows, cols, sw, c] -> [b, rows, cols*sw, c].
+    planes.append(jnp.stack(row_planes, axis=3).reshape(b, rows, cols * sw, c))
+  # Interleave rows: [b, rows, sh, cols*sw, c] -> [b, rows*sh, cols*sw, c].
+  dx = jnp.stack(planes, axis=2).reshape(b, rows * sh, cols * sw, c)
+  return dx[:, :height, :width, :]
+
+
+def _sliced_max_pool(x, window, strides):
+  """The maxima of `reduce_window(max)`, as an elementwise max of k*k strided slices.
+
+  Max is exact, so the values are identical; being elementwise, XLA fuses it
+  with its producer (bias add and ReLU) and with the winner-index computation
+  instead of materialising the activation for a separate reduce-window
+  (~3x cheaper on XLA:CPU).
+  """
+  out_hw = ((x.shape[1] - window[0]) // strides[0] + 1, (x.shape[2] - window[1]) // strides[1] + 1)
+  return functools.reduce(lax.max, _window_slices(x, window, strides, out_hw))
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(1, 2))
+def _max_pool(x, window, strides):
+  return _sliced_max_pool(x, window, strides)
+
+
+def _max_pool_fwd(x, window, strides):
+  y = _sliced_max_pool(x, window, strides)
+  return y, (_winner_index(x, y, window, strides), x.shape[1:3])
+
+
+def _max_pool_bwd(window, strides, residuals, g):
+  index, in_hw = residuals
+  return (_route_back(index, g, window, strides, in_hw),)
+
+
+_max_pool.defvjp(_max_pool_fwd, _max_pool_bwd)
+
+
+def max_pool(x, window: Sequence[int], strides: Sequence[int]):
+  """`flax.linen.max_pool(x, window, strides, padding="VALID")` on NHWC input.
+
+  Same values; the gradient goes to the first maximum of each window (as with
+  `jax.grad` of the plain pool), computed without scatter. Forward-mode
+  differentiation (jvp) is not supported (custom VJP).
+  """
+  window, strides = tuple(int(w) for w in window), tuple(int(s) for s in strides)
+  if x.ndim != 4 or len(window) != 2 or len(strides) != 2:
+    raise ValueError(f"max_pool expects NHWC input and 2-D window/strides, got input "
+                     f"shape {x.shape}, window {window}, strides {strides}.")
+  if min(window) < 1 or min(strides) < 1:
+    raise ValueError(f"max_pool window and strides must be >= 1, got {window}, {strides}.")
+  if x.shape[1] < window[0] or x.shape[2] < window[1]:
+    raise ValueError(f"max_pool input {x.shape[1:3]} is smaller than the window {window}.")
+  return _max_pool(x, window, strides)
