@@ -34,6 +34,12 @@ Per-variant defaults (overridable):
   seed         False  seed   0.5      relu        3/2
   small        True   flax   0.0      relu        3/2
 
+`cpu_kernels` ("auto" by default, "on", "off") selects, at trace time,
+formulations that are faster on XLA:CPU and numerically the same (see
+`alexnet_jax.cpu_kernels`; today: max pooling with a scatter-free gradient).
+"auto" turns them on when JAX's default backend is the CPU, so GPU/TPU
+programs are the plain ones.
+
 Layer (parameter) names: conv1..conv5, fc6, fc7, fc8 for the ImageNet
 variants, so checkpoints and the PyTorch converter agree across variants.
 Besides the modules' own outputs, `capture_intermediates=True` / the
@@ -54,6 +60,8 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
+
+from alexnet_jax import cpu_kernels as cpu_kernels_lib
 
 
 # --------------------------------------------------------------------------
@@ -185,7 +193,7 @@ class Architecture:
 
 _IMAGENET_DEFAULTS = dict(activation="relu", overlapping_pool=True,
                           dropout_rate=0.5, width_multiplier=1.0,
-                          dtype=jnp.dtype("float32"))
+                          dtype=jnp.dtype("float32"), cpu_kernels="auto")
 
 ARCHITECTURES = {
     "paper": Architecture(
@@ -250,7 +258,7 @@ ARCHITECTURES = {
         image_size=32,
         defaults=dict(activation="relu", lrn=True, overlapping_pool=True,
                       dropout_rate=0.0, width_multiplier=1.0, init="flax",
-                      dtype=jnp.dtype("float32")),
+                      dtype=jnp.dtype("float32"), cpu_kernels="auto"),
     ),
 }
 
@@ -259,7 +267,7 @@ ACTIVATIONS = ("relu", "tanh", "leaky_relu", "elu", "selu")
 INITS = ("paper", "seed", "flax")
 DTYPES = ("float32", "bfloat16", "float16")
 OVERRIDES = ("activation", "lrn", "overlapping_pool", "dropout_rate",
-             "width_multiplier", "init", "dtype")
+             "width_multiplier", "init", "dtype", "cpu_kernels")
 
 _ACTIVATION_FNS = {
     "relu": jax.nn.relu,
@@ -338,6 +346,9 @@ class AlexNet(nn.Module):
       defaults: LeCun-normal kernels, zero biases).
     dtype: compute dtype (e.g. jnp.bfloat16); parameters stay float32 and the
       logits are returned in float32.
+    cpu_kernels: "auto" | "on" | "off": use `alexnet_jax.cpu_kernels`'
+      formulations (same numerics, faster on XLA:CPU); "auto" decides at trace
+      time by `jax.default_backend() == "cpu"`.
   """
 
   variant: str = "paper"
@@ -349,6 +360,7 @@ class AlexNet(nn.Module):
   width_multiplier: float = 1.0
   initializer: str = "paper"
   dtype: Any = jnp.float32
+  cpu_kernels: str = "auto"
 
   def _initializers(self, bias_one, is_conv):
     if self.initializer == "paper":
@@ -380,6 +392,12 @@ class AlexNet(nn.Module):
       raise ValueError(f"AlexNet expects NHWC images, got shape {x.shape}.")
     input_shape = x.shape
     window = 3 if self.overlapping_pool else 2
+    if cpu_kernels_lib.enabled(self.cpu_kernels):
+      max_pool = functools.partial(cpu_kernels_lib.max_pool, window=(window, window),
+                                   strides=(2, 2))
+    else:
+      max_pool = functools.partial(nn.max_pool, window_shape=(window, window),
+                                   strides=(2, 2), padding="VALID")
 
     # Every conv width is a multiple of the largest group count, so a grouped
     # conv's input (the previous layer's output) splits evenly into towers too.
@@ -404,7 +422,7 @@ class AlexNet(nn.Module):
               f"{self.variant!r}: {spec.name} outputs {x.shape[1:3]}, smaller "
               f"than the {window}x{window} pooling window. The variant is "
               f"designed for {arch.image_size}x{arch.image_size} inputs.")
-        x = nn.max_pool(x, (window, window), strides=(2, 2), padding="VALID")
+        x = max_pool(x)
         self.sow("intermediates", "pool" + spec.name[len("conv"):], x)
 
     if arch.avg_pool is not None:
@@ -466,6 +484,8 @@ def _check_override(key, value):
       raise ValueError(f"model dtype {value!r} is not supported; "
                        f"allowed: {', '.join(DTYPES)}.")
     value = jnp.dtype(name)
+  elif key == "cpu_kernels":
+    value = cpu_kernels_lib.check_setting(value)
   return value
 
 
@@ -476,7 +496,7 @@ def create_model(variant: str, *, num_classes: int, **overrides) -> AlexNet:
     variant: one of `VARIANTS`.
     num_classes: number of logits.
     **overrides: any of `OVERRIDES` (activation, lrn, overlapping_pool,
-      dropout_rate, width_multiplier, init, dtype). A value of None means "the
+      dropout_rate, width_multiplier, init, dtype, cpu_kernels). A value of None means "the
       variant's default" (config placeholders pass through untouched).
 
   Returns:

@@ -67,6 +67,9 @@ def base_config():
   c.model.dropout_rate = config_dict.placeholder(float)
   c.model.width_multiplier = 1.0
   c.model.init = config_dict.placeholder(str)  # paper | seed | flax
+  # auto | on | off: CPU-fast formulations with the same numerics (alexnet_jax/cpu_kernels.py);
+  # auto = on when JAX's default backend is the CPU, so GPU/TPU programs stay plain.
+  c.model.cpu_kernels = "auto"
 
   # ---- optimisation ----
   c.batch_size = 128  # global, over all devices of all processes
