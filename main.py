@@ -8,12 +8,6 @@ import os
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-# Before any JAX backend exists: keep XLA:CPU's conv weight gradients off
-# YNNPACK (~10x faster there; CPU backend only, numerics unchanged).
-from alexnet_jax import cpu_kernels  # noqa: E402
-
-cpu_kernels.apply_cpu_xla_flags()
-
 from absl import app  # noqa: E402
 from absl import flags  # noqa: E402
 from absl import logging  # noqa: E402

@@ -18,10 +18,6 @@ import pytest  # noqa: E402
 REPO_ROOT = pathlib.Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO_ROOT))
 
-from alexnet_jax import cpu_kernels  # noqa: E402  (the same XLA:CPU flags main.py sets)
-
-cpu_kernels.apply_cpu_xla_flags()
-
 FLOWERS_MINI = REPO_ROOT.parent / "shared" / "data" / "flowers-mini"
 
 
