@@ -26,14 +26,17 @@ same machine, and says whether the pipeline keeps up.
 peak) for `paper` and `torchvision` at batch 128..1024, in bounded time.
 `--smoke` runs it tiny on any backend (a correctness check of the script).
 
-On the CPU the benchmark sets `cpu_kernels.cpu_xla_flags()` (unless
-`--no_cpu_xla_flags`), as main.py does, before JAX starts its backend.
+Before JAX starts its backend the benchmark adds `cpu_kernels.cpu_xla_flags()`
+to XLA_FLAGS (unless `--no_cpu_xla_flags`), the setting training uses on CPUs;
+`--cpu_kernels=off --no_cpu_xla_flags` measures the plain formulation.
+benchmarks/cpu_before_after.py tabulates both against PyTorch.
 """
 
 from __future__ import annotations
 
 import argparse
 import importlib.util
+import json
 import os
 import pathlib
 import resource
@@ -156,7 +159,8 @@ def synthetic_batch(config, *, eval_batch=False, seed=0):
 class JaxTrainStep:
   """The real train step, compiled ahead of time, on a device-resident batch."""
 
-  def __init__(self, config, device=None):
+  def __init__(self, config, device=None, state=None):
+    """`state`: a train state of the same model to reuse (skips compiling the initialiser)."""
     import jax  # pylint: disable=g-import-not-at-top
     import numpy as np  # pylint: disable=g-import-not-at-top
     from alexnet_jax import config_lib, optim, parallel, train  # pylint: disable=g-import-not-at-top
@@ -173,7 +177,8 @@ class JaxTrainStep:
                                train.abstract_batch(config, self.mesh), scalar).compile()
     self.compile_s = time.perf_counter() - start
     self.memory_mib = _xla_memory_mib(self.compiled)
-    self.state = train.create_train_state(model, tx, config, self.mesh)
+    self.state = state if state is not None else train.create_train_state(model, tx, config,
+                                                                           self.mesh)
     self.batch = parallel.to_global(synthetic_batch(config), self.mesh)
     self.scale = parallel.replicate(np.float32(1.0), self.mesh)
 
@@ -501,17 +506,19 @@ def bench_gpu(args):
   print(header)
   for variant in variants:
     flops_per_image = 3 * 2 * models.forward_macs(variant, image_size=size)
+    state = None  # one initialisation per variant, reused across batch sizes
     for b in batches:
       if time.perf_counter() - start > args.budget_s:
         print(f"{variant:<12} {b:>6}  skipped: time budget {args.budget_s:.0f}s spent")
         continue
       config = make_config(variant, b, size, half_precision=not args.fp32)
       try:
-        step = JaxTrainStep(config, device)
+        step = JaxTrainStep(config, device, state=state)
         step.run(args.warmup_steps)
         per_step = median([step.run(args.steps)[0] for _ in range(args.rounds)])
       except Exception as e:  # pylint: disable=broad-except  (e.g. out of memory)
         print(f"{variant:<12} {b:>6}  failed: {type(e).__name__}: {str(e)[:200]}")
+        state = None  # it may have been donated to the failed step
         continue
       ips = b / per_step
       achieved = ips * flops_per_image
@@ -524,6 +531,7 @@ def bench_gpu(args):
             + (f"{100 * mfu:>5.1f}%" if mfu is not None else f"{'n/a':>6}")
             + f" {step.compile_s:>9.1f} " + (f"{mem:>8.0f}" if mem else f"{'n/a':>8}"),
             flush=True)
+      state = step.state
       del step
   if args.pipeline_seconds > 0 and rows:
     best = max(r["images_per_sec"] for r in rows)
@@ -550,6 +558,7 @@ def bench_gpu(args):
 def _parser():
   p = argparse.ArgumentParser(prog="python -m alexnet_jax.benchmark",
                               description=__doc__.split("\n")[0])
+  p.add_argument("--json", default=None, help="also write the results to this JSON file")
   sub = p.add_subparsers(dest="command", required=True)
 
   def common(q, batch=64, rounds=5, steps=2):
@@ -582,7 +591,7 @@ def _parser():
   q.add_argument("--steps", type=int, default=10)
   q.add_argument("--rounds", type=int, default=3)
   q.add_argument("--warmup_steps", type=int, default=3)
-  q.add_argument("--budget_s", type=float, default=400.0,
+  q.add_argument("--budget_s", type=float, default=360.0,
                  help="stop starting new configurations after this many seconds")
   q.add_argument("--peak_tflops", type=float, default=None, help="override the peak")
   q.add_argument("--fp32", action="store_true", help="fp32 instead of bf16 compute")
@@ -598,6 +607,14 @@ def _parser():
 
 def main(argv=None):
   args = _parser().parse_args(argv)
+  result = _run(args)
+  if args.json:
+    with open(args.json, "w") as f:
+      json.dump(result, f, indent=1, default=float)
+  return result
+
+
+def _run(args):
   sys.path.insert(0, str(REPO_ROOT))  # configs/
   from alexnet_jax import cpu_kernels  # pylint: disable=g-import-not-at-top
   if getattr(args, "cpus", None):
