@@ -47,7 +47,8 @@ Besides the modules' own outputs, `capture_intermediates=True` / the
 any) and `flatten`, which the shape tests use.
 
 Module call: `model.apply({"params": p}, images, train=False)` with NHWC
-float images (already normalised); returns float32 logits (no softmax). With
+float images (already normalised); returns float32 logits (no softmax; float64
+with `dtype=float64`, a reference mode for tests that needs jax_enable_x64). With
 `train=True` and a dropout rate > 0, pass `rngs={"dropout": key}`.
 """
 
@@ -140,7 +141,8 @@ class LocalResponseNorm(nn.Module):
 
   Cost matters: LRN sits on the two largest activation maps. The windowed sum
   is a few shifted slices (fused element-wise work) and the gradient is written
-  by hand (`local_response_norm`'s custom VJP). It runs in float32 whatever the
+  by hand (`local_response_norm`'s custom VJP). It runs in float32 (or float64
+  for float64 input) whatever the
   input dtype, since bf16 squares summed and raised to a power lose too many
   bits.
   """
@@ -154,8 +156,9 @@ class LocalResponseNorm(nn.Module):
   def __call__(self, x):
     if self.size < 1:
       raise ValueError(f"LocalResponseNorm size must be >= 1, got {self.size}.")
-    y = local_response_norm(x.astype(jnp.float32), int(self.size),
-                            float(self.alpha), float(self.beta), float(self.k))
+    compute = jnp.promote_types(x.dtype, jnp.float32)
+    y = local_response_norm(x.astype(compute), int(self.size), float(self.alpha),
+                            float(self.beta), float(self.k))
     return y.astype(x.dtype)
 
 
@@ -265,7 +268,9 @@ ARCHITECTURES = {
 VARIANTS = tuple(ARCHITECTURES)
 ACTIVATIONS = ("relu", "tanh", "leaky_relu", "elu", "selu")
 INITS = ("paper", "seed", "flax")
-DTYPES = ("float32", "bfloat16", "float16")
+# float64: a reference mode (tests comparing against float64 PyTorch, where
+# float32 rounding can flip a ReLU); it needs jax_enable_x64.
+DTYPES = ("float32", "bfloat16", "float16", "float64")
 OVERRIDES = ("activation", "lrn", "overlapping_pool", "dropout_rate",
              "width_multiplier", "init", "dtype", "cpu_kernels")
 
@@ -345,7 +350,7 @@ class AlexNet(nn.Module):
       for convs, N(0, 0.01) for dense layers, zero biases) or flax (Flax
       defaults: LeCun-normal kernels, zero biases).
     dtype: compute dtype (e.g. jnp.bfloat16); parameters stay float32 and the
-      logits are returned in float32.
+      logits are returned in float32 (float64 when dtype is float64).
     cpu_kernels: "auto" | "on" | "off": use `alexnet_jax.cpu_kernels`'
       formulations (same numerics, faster on XLA:CPU); "auto" decides at trace
       time by `jax.default_backend() == "cpu"`.
@@ -441,7 +446,7 @@ class AlexNet(nn.Module):
       if use_dropout and not arch.dropout_before_hidden:
         x = dropout(x)
     x = self._dense(arch.head, self.num_classes, False)(x)
-    return x.astype(jnp.float32)
+    return x.astype(jnp.promote_types(self.dtype, jnp.float32))
 
 
 # --------------------------------------------------------------------------

@@ -204,7 +204,7 @@ CONV_CASES = [  # (H, Cin, Cout, kernel, stride, padding, groups): the variants'
 @pytest.mark.parametrize("height,cin,cout,kernel,stride,padding,groups", CONV_CASES)
 def test_xla_option_convolutions_equal_default(height, cin, cout, kernel, stride, padding,
                                                groups):
-  """Forward, input gradient and weight gradient with and without the option."""
+  """Forward, input gradient and weight gradient with and without the option, and vs float64."""
   rng = np.random.default_rng(0)
   x = rng.standard_normal((3, height, height, cin)).astype(np.float32)
   w = rng.standard_normal((kernel, kernel, cin // groups, cout)).astype(np.float32) * 0.1
@@ -222,8 +222,12 @@ def test_xla_option_convolutions_equal_default(height, cin, cout, kernel, stride
   eigen = jax.jit(all_outputs).lower(x, w).compile(
       compiler_options=cpu_kernels.cpu_compiler_options("cpu"))
   assert "ynn" not in eigen.as_text().lower()  # the option took the convolutions off YNNPACK
-  for got, ref in zip(eigen(x, w), default(x, w)):
+  with jax.enable_x64(True):
+    exact = jax.jit(all_outputs)(x.astype(np.float64), w.astype(np.float64))
+  for got, ref, truth in zip(eigen(x, w), default(x, w), exact):
     assert _rel_err(got, ref) < RTOL
+    # Both are float32-accurate; the option is not the less accurate one.
+    assert _rel_err(got, truth) < 1e-6 and _rel_err(ref, truth) < RTOL
 
 
 def test_cpu_xla_flags_only_for_verified_jaxlib():
