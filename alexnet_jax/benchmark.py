@@ -26,9 +26,8 @@ same machine, and says whether the pipeline keeps up.
 peak) for `paper` and `torchvision` at batch 128..1024, in bounded time.
 `--smoke` runs it tiny on any backend (a correctness check of the script).
 
-Before JAX starts its backend the benchmark adds `cpu_kernels.cpu_xla_flags()`
-to XLA_FLAGS (unless `--no_cpu_xla_flags`), the setting training uses on CPUs;
-`--cpu_kernels=off --no_cpu_xla_flags` measures the plain formulation.
+`--cpu_kernels=off` measures the plain formulation (flax's max pool, XLA:CPU's
+default convolutions); the default `auto` is what training uses.
 benchmarks/cpu_before_after.py tabulates both against PyTorch.
 """
 
@@ -366,6 +365,7 @@ def interleaved(runners: dict, *, steps: int, rounds: int, warmup: int = 1):
 def _summary(kind, config, jax_step, times, cpu_times, *, use_torch):
   """Prints the result block and returns it as a dict."""
   import jax  # pylint: disable=g-import-not-at-top
+  from alexnet_jax import cpu_kernels  # pylint: disable=g-import-not-at-top
   b = config.batch_size
   jax_ips = b / median(times["jax"])
   out = {"kind": kind, "variant": config.model.variant, "batch_size": b,
@@ -374,8 +374,8 @@ def _summary(kind, config, jax_step, times, cpu_times, *, use_torch):
          "jax_step_ms": 1e3 * median(times["jax"]), "compile_s": jax_step.compile_s,
          "jax_cpu_s_per_step": median(cpu_times["jax"]), "cores": _cores(),
          "xla_memory_mib": jax_step.memory_mib, "rounds": len(times["jax"]),
-         "xla_flags": os.environ.get("XLA_FLAGS", ""),
-         "cpu_kernels": config.model.cpu_kernels}
+         "cpu_kernels": config.model.cpu_kernels,
+         "compiler_options": cpu_kernels.compiler_options(config.model.cpu_kernels)}
   peak = _device_peak_mib(jax.devices()[0])
   if peak is not None:
     out["device_peak_mib"] = peak
@@ -568,8 +568,6 @@ def _parser():
     q.add_argument("--steps", type=int, default=steps, help="steps per timed round")
     q.add_argument("--rounds", type=int, default=rounds, help="timed rounds (median)")
     q.add_argument("--cpu_kernels", default="auto", help="model.cpu_kernels: auto | on | off")
-    q.add_argument("--no_cpu_xla_flags", action="store_true",
-                   help="do not add cpu_kernels.cpu_xla_flags() to XLA_FLAGS")
     q.add_argument("--cpus", type=int, default=None,
                    help="pin the process to this many cores first (1: a load-robust "
                         "single-core comparison)")
@@ -601,7 +599,6 @@ def _parser():
   q.add_argument("--smoke", action="store_true",
                  help="tiny run (batch 2,4 at 96px unless given, 1 step) to check the "
                       "script on any backend")
-  q.add_argument("--no_cpu_xla_flags", action="store_true")
   return p
 
 
@@ -616,7 +613,6 @@ def main(argv=None):
 
 def _run(args):
   sys.path.insert(0, str(REPO_ROOT))  # configs/
-  from alexnet_jax import cpu_kernels  # pylint: disable=g-import-not-at-top
   if getattr(args, "cpus", None):
     if not hasattr(os, "sched_setaffinity"):
       raise SystemExit("--cpus needs os.sched_setaffinity (Linux).")
@@ -624,8 +620,6 @@ def _run(args):
     if not 1 <= args.cpus <= len(available):
       raise SystemExit(f"--cpus={args.cpus}: choose 1..{len(available)}.")
     os.sched_setaffinity(0, available[:args.cpus])  # before JAX/torch size their pools
-  if not args.no_cpu_xla_flags:
-    cpu_kernels.apply_cpu_xla_flags()  # before the backend exists
   if args.command == "gpu":
     if args.smoke:
       defaults = _parser().parse_args(["gpu"])

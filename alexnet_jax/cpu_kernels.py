@@ -9,10 +9,12 @@ Two things made a plain Flax AlexNet train at ~0.4x PyTorch's speed on a
    input-gradient convolutions are fine, but a weight gradient is a
    convolution whose "kernel" is the whole 27x27 (or 13x13) output map, and
    YNNPACK runs that ~10x slower than XLA's own Eigen convolution (conv2:
-   2.1 s vs 0.19 s of CPU time at batch 64). `cpu_xla_flags()` takes
-   convolutions (only those) away from YNNPACK; `cpu_compiler_options()` does
-   the same for one `jax.jit`. Numerics: the same convolution, another
-   library's summation order (differences ~1e-7 relative).
+   2.1 s vs 0.19 s of CPU time at batch 64). `cpu_compiler_options()` takes
+   convolutions (only those) away from YNNPACK for one `jax.jit`; the train
+   and eval steps use it via `compiler_options(model.cpu_kernels)`. Numerics:
+   the same convolution, another library's summation order (differences
+   ~1e-7 relative; against a float64 reference the Eigen results are as
+   close as YNNPACK's, see tests/test_models.py's float64 parity test).
 
 2. Max-pool gradients. JAX differentiates `reduce_window(max)` by carrying
    int32 iota index arrays through a variadic reduce-window (one per window
@@ -27,16 +29,15 @@ Two things made a plain Flax AlexNet train at ~0.4x PyTorch's speed on a
    are an elementwise max of strided slices, which XLA fuses with the ReLU
    before it.
 
-The model uses these only when `model.cpu_kernels` says so ("auto": when JAX's
-default backend is the CPU), so GPU/TPU programs are unchanged. The flags
-touch only XLA's CPU compiler, so setting them on a GPU host is harmless.
+The model and the steps use these only when `model.cpu_kernels` says so
+("auto": when JAX's default backend is the CPU), so GPU/TPU programs are
+unchanged.
 tests/test_cpu_kernels.py proves each formulation equals the plain one.
 """
 
 from __future__ import annotations
 
 import functools
-import os
 from typing import Sequence
 
 import jax
@@ -48,11 +49,12 @@ from jax import lax
 # --------------------------------------------------------------------------
 
 # The XLA:CPU option and the values verified with jax/jaxlib 0.10.x. The option
-# is experimental: another jaxlib may rename it, and an unknown flag makes XLA
-# abort at start-up, so we only emit it for versions we have checked.
+# is experimental: another jaxlib may rename it, and an unknown option makes
+# compilation fail, so we only pass it for versions we have checked.
 _YNN_OPTION = "xla_cpu_experimental_ynn_fusion_type"
-_YNN_FLAG_VALUE = "-individual_convolution"  # XLA_FLAGS syntax: drop one type
-# compiler_options syntax: the full list of enum names that stay on YNNPACK.
+# The full list of fusion types that stay on YNNPACK (everything but
+# convolutions). The process-wide equivalent, for other programs, is
+# XLA_FLAGS=--xla_cpu_experimental_ynn_fusion_type=-individual_convolution.
 _YNN_OPTION_VALUE = "LIBRARY_FUSION_TYPE_INDIVIDUAL_DOT,LIBRARY_FUSION_TYPE_REDUCE"
 VERIFIED_JAXLIB = ((0, 10),)
 
@@ -66,32 +68,6 @@ def _jaxlib_verified(version: str | None = None) -> bool:
   except ValueError:
     return False
   return major_minor in VERIFIED_JAXLIB
-
-
-def cpu_xla_flags(version: str | None = None) -> str:
-  """XLA_FLAGS entries for fast CPU training ("" on an unverified jaxlib).
-
-  Append them to the `XLA_FLAGS` environment variable before JAX creates its
-  CPU backend (before the first computation; importing jax is fine), e.g.
-  with `apply_cpu_xla_flags()` at the top of main.py and tests/conftest.py.
-  """
-  if not _jaxlib_verified(version):
-    return ""
-  return f"--{_YNN_OPTION}={_YNN_FLAG_VALUE}"
-
-
-def apply_cpu_xla_flags(environ=None) -> str:
-  """Appends `cpu_xla_flags()` to `environ["XLA_FLAGS"]`; returns the new value.
-
-  A flag the user already set for the same option wins (nothing is added).
-  Has no effect on a backend that already exists, so call it at start-up.
-  """
-  environ = os.environ if environ is None else environ
-  current = environ.get("XLA_FLAGS", "")
-  extra = cpu_xla_flags()
-  if extra and f"--{_YNN_OPTION}=" not in current:
-    environ["XLA_FLAGS"] = (current + " " + extra).strip()
-  return environ.get("XLA_FLAGS", "")
 
 
 def cpu_compiler_options(platform: str | None = None) -> dict:
@@ -130,6 +106,16 @@ def enabled(setting: str) -> bool:
   if setting == "auto":
     return jax.default_backend() == "cpu"
   return setting == "on"
+
+
+def compiler_options(setting: str) -> dict:
+  """`jax.jit` compiler options for a program whose model has `cpu_kernels=setting`.
+
+  The train and eval steps pass this to `jax.jit`, so one switch
+  (`model.cpu_kernels`) turns all of the CPU work on or off, and a notebook
+  or a library caller gets it without touching XLA_FLAGS before JAX starts.
+  """
+  return cpu_compiler_options() if enabled(setting) else {}
 
 
 # --------------------------------------------------------------------------

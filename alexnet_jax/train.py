@@ -33,6 +33,7 @@ from jax.sharding import PartitionSpec as P
 
 from alexnet_jax import checkpoint as ckpt_lib
 from alexnet_jax import config_lib
+from alexnet_jax import cpu_kernels
 from alexnet_jax import faults
 from alexnet_jax import metrics as metrics_lib
 from alexnet_jax import optim
@@ -131,6 +132,11 @@ def step_model(model, mesh):
   return model if n == 1 else towers_lib.create_tower_model(model, n)
 
 
+def _compiler_options(model) -> dict:
+  """XLA:CPU options for the model's `cpu_kernels` setting ({} off the CPU)."""
+  return cpu_kernels.compiler_options(getattr(model, "cpu_kernels", "off"))
+
+
 def make_train_step(model, tx, learning_rate_fn: Callable, config, mesh, abstract_state=None):
   """Returns jitted `(state, batch, lr_scale) -> (state, metrics)`; the state is donated.
 
@@ -181,7 +187,7 @@ def make_train_step(model, tx, learning_rate_fn: Callable, config, mesh, abstrac
            else P())
   sharded = jax.shard_map(per_device, mesh=mesh, in_specs=(specs, P(DATA_AXIS), P()),
                           out_specs=(specs, P()), check_vma=False)
-  return jax.jit(sharded, donate_argnums=(0,))
+  return jax.jit(sharded, donate_argnums=(0,), compiler_options=_compiler_options(model))
 
 
 def make_eval_step(model, config, mesh, abstract_params=None):
@@ -223,7 +229,7 @@ def make_eval_step(model, config, mesh, abstract_params=None):
     param_specs = towers_lib.partition_specs(abstract_params)
   sharded = jax.shard_map(per_device, mesh=mesh, in_specs=(param_specs, P(DATA_AXIS)),
                           out_specs=P(), check_vma=False)
-  return jax.jit(sharded)
+  return jax.jit(sharded, compiler_options=_compiler_options(model))
 
 
 # --------------------------------------------------------------------------- state

@@ -1,9 +1,9 @@
 """Before/after table for the CPU work: the plain formulation vs `cpu_kernels`, each vs PyTorch.
 
 "Before" is the same code with the CPU formulations off
-(`--cpu_kernels=off --no_cpu_xla_flags`: flax's max pool, XLA's default
-YNNPACK convolutions), "after" the defaults. Every run is its own process
-(XLA flags are per process) and times JAX and PyTorch interleaved, so the
+(`--cpu_kernels=off`: flax's max pool, XLA's default YNNPACK convolutions),
+"after" the default (`auto`: both CPU formulations). Every run is its own
+process and times JAX and PyTorch interleaved, so the
 JAX/PyTorch ratio is comparable across runs even on a machine other jobs
 share; absolute images/s are not. `--cpus=1` runs pin the process to one core,
 where CPU-seconds per step hardly depend on other jobs' load.
@@ -23,7 +23,7 @@ import sys
 import tempfile
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-SETTINGS = {"before": ["--cpu_kernels=off", "--no_cpu_xla_flags"], "after": []}
+SETTINGS = {"before": ["--cpu_kernels=off"], "after": []}
 
 
 def run(kind, setting, args, cpus):

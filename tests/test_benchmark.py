@@ -51,7 +51,7 @@ def test_peak_table_matches_cards():
 def test_train_cli_reports_both_frameworks(capsys):
   pytest.importorskip("torch")
   out = benchmark.main(["train", "--variant=small", "--batch_size=8", "--steps=1",
-                        "--rounds=2", "--no_cpu_xla_flags"])
+                        "--rounds=2"])
   assert out["jax_images_per_sec"] > 0 and out["torch_images_per_sec"] > 0
   assert out["ratio"] == pytest.approx(out["jax_images_per_sec"] / out["torch_images_per_sec"])
   assert out["compile_s"] > 0
@@ -61,7 +61,7 @@ def test_train_cli_reports_both_frameworks(capsys):
 
 def test_eval_cli_without_torch(capsys):
   out = benchmark.main(["eval", "--variant=small", "--batch_size=8", "--steps=1", "--rounds=1",
-                        "--no_torch", "--no_cpu_xla_flags"])
+                        "--no_torch"])
   assert out["jax_images_per_sec"] > 0 and "ratio" not in out
   assert "PyTorch" not in capsys.readouterr().out
 
@@ -69,8 +69,7 @@ def test_eval_cli_without_torch(capsys):
 def test_gpu_smoke_runs_and_computes_mfu(capsys):
   """The accelerator table end to end at toy size; MFU from the given peak."""
   out = benchmark.main(["gpu", "--smoke", "--variants=torchvision", "--batch_sizes=2",
-                        "--image_size=64", "--peak_tflops=1", "--pipeline_seconds=0",
-                        "--no_cpu_xla_flags"])
+                        "--image_size=64", "--peak_tflops=1", "--pipeline_seconds=0"])
   (row,) = out["rows"]
   flops = 2 * 3 * models.forward_macs("torchvision", image_size=64) * row["images_per_sec"]
   assert row["mfu"] == pytest.approx(flops / 1e12)
