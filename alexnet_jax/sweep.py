@@ -64,6 +64,7 @@ POINT_FILE = "sweep_point.json"  # per point: status, command, wall time
 LOG_FILE = "sweep.log"  # per point: the training run's stdout and stderr
 SWEEP_FILE = "sweep.json"  # per sweep: the sweep spec and its points in order
 METRICS_FILE = "metrics.jsonl"  # written by the training loop (alexnet_jax/metrics.py)
+DONE_FILE = "done.json"  # written by train.train_and_evaluate when a run has ended
 BASELINE = "baseline"  # name of the point with no overrides
 MAX_NAME_LEN = 160  # longer names are cut and made unique with a hash
 
@@ -319,16 +320,18 @@ def _write_json(path: str, data: Mapping[str, Any]) -> None:
   os.replace(tmp, path)
 
 
-def completed_in_metrics(records: Sequence[Mapping[str, Any]]) -> bool:
-  """True when the last record is an eval at the highest step.
+def run_finished(point_dir: str) -> bool:
+  """True when the training run in `point_dir` trained every step and evaluated the last.
 
-  The training loop always evaluates at its final step and writes nothing
-  after it, so a run stopped early (SIGTERM, crash) normally fails this.
+  train.train_and_evaluate writes done.json only then (and removes it when a
+  run starts), so a run stopped early (SIGTERM, crash, kill) never has one.
   """
-  if not records:
+  try:
+    with open(os.path.join(point_dir, DONE_FILE)) as f:
+      done = json.load(f)
+  except (OSError, ValueError):
     return False
-  last_step = max(r.get("step", -1) for r in records)
-  return "eval_top1" in records[-1] and records[-1].get("step") == last_step
+  return done.get("step") == done.get("total_steps")
 
 
 class _Forwarder:
@@ -413,7 +416,7 @@ def run_points(points: Sequence[Point], *, sweep_path: str, arg: str | None, wor
       seconds = time.time() - start
       state["wall_time_sec"] = state["wall_time_sec"] + seconds
       state["returncode"] = returncode
-      complete = completed_in_metrics(read_jsonl(os.path.join(point_dir, METRICS_FILE)))
+      complete = run_finished(point_dir)
       if forwarder.signum is not None:
         state["status"] = "interrupted"
       elif returncode == 0 and complete:
@@ -431,7 +434,7 @@ def run_points(points: Sequence[Point], *, sweep_path: str, arg: str | None, wor
         finished.append(point.name)
         continue
       why = (f"exit code {returncode}" if returncode != 0
-             else "exited 0 without a final evaluation in metrics.jsonl")
+             else f"exited 0 without finishing: no {DONE_FILE}")
       say(f"{tag}: FAILED ({why}); last lines of {os.path.join(point_dir, LOG_FILE)}:")
       for line in _tail(os.path.join(point_dir, LOG_FILE), 15):
         print(f"    {line}", file=out)
@@ -493,7 +496,7 @@ def summarize_point(point_dir: str, *, target_train_top1: float = 0.75) -> Point
     if r["train_top1"] >= target_train_top1:
       target_step = int(r["step"])
       break
-  status = state.get("status") or ("complete" if completed_in_metrics(records) else
+  status = state.get("status") or ("complete" if run_finished(point_dir) else
                                    "incomplete" if records else "no metrics")
   return PointResult(
       name=os.path.basename(os.path.normpath(point_dir)),

@@ -49,6 +49,12 @@ class TrainState:
   opt_state: Any
 
 
+# Written to the workdir (process 0) when a run has trained all its steps and
+# evaluated the last one; removed when a run starts. Sweeps and scripts test
+# for it instead of parsing the logs.
+DONE_FILE = "done.json"
+
+
 class NonFiniteLossError(FloatingPointError):
   """Training produced NaN/inf; the state is not checkpointed."""
 
@@ -386,6 +392,25 @@ def _write_config(workdir, config):
       json.dump(ckpt_lib.config_to_dict(config), f, indent=2)
 
 
+def _clear_done(workdir):
+  """A run that starts (or resumes with more steps) is not finished until it ends."""
+  if jax.process_index() == 0:
+    try:
+      os.remove(os.path.join(workdir, DONE_FILE))
+    except FileNotFoundError:
+      pass
+
+
+def _write_done(workdir, final, total_steps):
+  if jax.process_index() == 0:
+    path = os.path.join(workdir, DONE_FILE)
+    with open(path + ".tmp", "w") as f:
+      json.dump({"step": final["step"], "total_steps": total_steps,
+                 "metrics": {k: v for k, v in final.items() if isinstance(v, (int, float))}},
+                f, indent=2)
+    os.replace(path + ".tmp", path)
+
+
 def _check_finite(pending, step_now):
   """Raises NonFiniteLossError naming the first step with a NaN/inf loss or gradient."""
   bad = metrics_lib.first_non_finite_step(pending)
@@ -422,6 +447,7 @@ def train_and_evaluate(config, workdir: str) -> dict[str, Any]:
   plateau = optim.PlateauScheduler.from_config(config)
 
   writer = metrics_lib.create_writer(workdir)
+  _clear_done(workdir)
   _write_config(workdir, config)
   ckpt = ckpt_lib.Checkpointer(os.path.join(workdir, ckpt_lib.CHECKPOINT_DIR),
                                keep=config.keep_checkpoints)
@@ -530,6 +556,8 @@ def train_and_evaluate(config, workdir: str) -> dict[str, Any]:
   writer.flush()
   final["step"] = step
   final["compile_time_sec"] = compile_s
+  if step == total_steps:
+    _write_done(workdir, final, total_steps)
   return final
 
 

@@ -228,7 +228,8 @@ def test_printed_commands_are_runnable(sweep_runs):
   proc = sweep_runs["printed_run"]
   assert proc.returncode == 0, proc.stderr[-3000:]
   records = sweep.read_jsonl(os.path.join(sweep_runs["workdir"], RELU, "metrics.jsonl"))
-  assert sweep.completed_in_metrics(records) and records[-1]["step"] == 4
+  assert sweep.run_finished(os.path.join(sweep_runs["workdir"], RELU))
+  assert records[-1]["step"] == 4 and "eval_top1" in records[-1]
   config = json.load(open(os.path.join(sweep_runs["workdir"], RELU, "config.json")))
   assert config["model"]["activation"] == "relu" and config["num_train_steps"] == 4
 
@@ -236,7 +237,7 @@ def test_printed_commands_are_runnable(sweep_runs):
 def test_interrupted_point_is_not_finished_and_resumes(sweep_runs):
   first = sweep_runs["first"]
   assert first.returncode == 1, first.stdout + first.stderr
-  assert "exited 0 without a final evaluation" in first.stdout
+  assert "exited 0 without finishing: no done.json" in first.stdout
   assert "1/1" in first.stdout  # --only ran tanh alone
   second_log = open(os.path.join(sweep_runs["workdir"], TANH, sweep.LOG_FILE)).read()
   assert "Resumed from step 3" in second_log
@@ -309,6 +310,10 @@ def test_report_reads_the_numbers_from_metrics(tmp_path):
       {"step": 40, "train_loss": 1.5, "train_top1": 0.70},
       {"step": 40, "eval_loss": 1.6, "eval_top1": 0.55, "eval_top5": 0.85, "eval_examples": 360},
   ], torn_tail=True)
+  with open(workdir / b / sweep.DONE_FILE, "w") as f:  # what train.py writes at the end
+    json.dump({"step": 40, "total_steps": 40, "metrics": {}}, f)
+  # Metrics but no done.json: a run that stopped early.
+  _write_metrics(workdir / "stopped", [{"step": 10, "train_loss": 2.3, "train_top1": 0.1}])
   with open(workdir / sweep.SWEEP_FILE, "w") as f:  # sweep order: tanh first
     json.dump({"sweep": "x.py", "points": [{"name": b}, {"name": a}]}, f)
 
@@ -318,6 +323,7 @@ def test_report_reads_the_numbers_from_metrics(tmp_path):
   assert rows == [
       f"| `{b}` | complete | 40 | 55.00% | 55.00% | 85.00% | 85.00% | — | 1h01m40s |",
       f"| `{a}` | finished | 30 | 65.00% | 70.00% | 95.00% | 95.00% | 20 | 2m05s |",
+      "| `stopped` | incomplete | 10 | — | — | — | — | — | — |",
   ]
   for png in ("train_loss.png", "train_error.png", "eval_top1.png"):
     data = (workdir / png).read_bytes()
