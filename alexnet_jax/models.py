@@ -36,9 +36,10 @@ Per-variant defaults (overridable):
 
 `cpu_kernels` ("auto" by default, "on", "off") selects, at trace time,
 formulations that are faster on XLA:CPU and numerically the same (see
-`alexnet_jax.cpu_kernels`; today: max pooling with a scatter-free gradient).
-"auto" turns them on when JAX's default backend is the CPU, so GPU/TPU
-programs are the plain ones.
+`alexnet_jax.cpu_kernels`: max pooling with a scatter-free gradient here,
+and, in the train and eval steps that compile the model, convolutions kept
+off YNNPACK). "auto" turns them on when JAX's default backend is the CPU, so
+GPU/TPU programs are the plain ones.
 
 Layer (parameter) names: conv1..conv5, fc6, fc7, fc8 for the ImageNet
 variants, so checkpoints and the PyTorch converter agree across variants.

@@ -67,8 +67,9 @@ def base_config():
   c.model.dropout_rate = config_dict.placeholder(float)
   c.model.width_multiplier = 1.0
   c.model.init = config_dict.placeholder(str)  # paper | seed | flax
-  # auto | on | off: CPU-fast formulations with the same numerics (alexnet_jax/cpu_kernels.py);
-  # auto = on when JAX's default backend is the CPU, so GPU/TPU programs stay plain.
+  # auto | on | off: CPU-fast formulations with the same numerics (alexnet_jax/cpu_kernels.py:
+  # a scatter-free max-pool gradient, and train/eval steps compiled with convolutions off
+  # YNNPACK); auto = on when JAX's default backend is the CPU, so GPU/TPU programs stay plain.
   c.model.cpu_kernels = "auto"
 
   # ---- optimisation ----
