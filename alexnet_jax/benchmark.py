@@ -402,22 +402,24 @@ def _summary(kind, config, jax_step, times, cpu_times, *, use_torch):
   return out
 
 
-def bench_train(config, *, steps, rounds, use_torch):
-  jax_step = JaxTrainStep(config)
+def _bench(kind, jax_runner, torch_runner, config, *, steps, rounds, use_torch):
+  """Times a JAX step (and its PyTorch twin) interleaved, then prints the summary."""
+  jax_step = jax_runner(config)
   runners = {"jax": jax_step}
   if use_torch:
-    runners["torch"] = TorchTrainStep(config)
+    runners["torch"] = torch_runner(config)
   times, cpu_times = interleaved(runners, steps=steps, rounds=rounds)
-  return _summary("train", config, jax_step, times, cpu_times, use_torch=use_torch)
+  return _summary(kind, config, jax_step, times, cpu_times, use_torch=use_torch)
+
+
+def bench_train(config, *, steps, rounds, use_torch):
+  return _bench("train", JaxTrainStep, TorchTrainStep, config, steps=steps, rounds=rounds,
+                use_torch=use_torch)
 
 
 def bench_eval(config, *, steps, rounds, use_torch):
-  jax_step = JaxEvalStep(config)
-  runners = {"jax": jax_step}
-  if use_torch:
-    runners["torch"] = TorchEvalStep(config)
-  times, cpu_times = interleaved(runners, steps=steps, rounds=rounds)
-  return _summary("eval", config, jax_step, times, cpu_times, use_torch=use_torch)
+  return _bench("eval", JaxEvalStep, TorchEvalStep, config, steps=steps, rounds=rounds,
+                use_torch=use_torch)
 
 
 def _pipeline_module():
