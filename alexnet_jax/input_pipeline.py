@@ -532,8 +532,8 @@ def _local_batch(global_batch, process_count, key):
   return global_batch // process_count
 
 
-def _parallelism() -> int:
-  """Elements decoded at once: one per core this process may use."""
+def available_cores() -> int:
+  """CPU cores this process may run on (its affinity mask where the OS has one)."""
   if hasattr(os, "sched_getaffinity"):
     return max(1, len(os.sched_getaffinity(0)))
   return max(1, os.cpu_count() or 1)
@@ -616,7 +616,7 @@ def create_train_iterator(config, *, start_step=0, process_index=None,
     ds = records_from(first).batch(local_batch, drop_remainder=True).map(
         lambda pos, rec: {**share.load(rec), "_pos": pos})
   else:
-    ds = records_from(first).map(example, num_parallel_calls=_parallelism())
+    ds = records_from(first).map(example, num_parallel_calls=available_cores())
     if source.may_contain_corrupt_files and config.skip_corrupt_images:
       ds = ds.ignore_errors(log_warning=True)
     ds = ds.batch(local_batch, drop_remainder=True)
@@ -669,7 +669,7 @@ def create_eval_iterator(config, *, process_index=None, process_count=None) -> "
     image = ex["image"] if preprocess is None else preprocess(ex["image"])
     return {"image": image, "label": ex["label"], "mask": tf.constant(True), "_pos": position}
 
-  ds = records_from(0).map(example, num_parallel_calls=_parallelism())
+  ds = records_from(0).map(example, num_parallel_calls=available_cores())
   skip_bad = source.may_contain_corrupt_files and config.skip_corrupt_images
   if skip_bad:
     ds = ds.ignore_errors(log_warning=True)

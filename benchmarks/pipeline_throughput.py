@@ -88,7 +88,7 @@ def main(argv=None):
   parser.add_argument("--warmup_batches", type=int, default=5)
   args = parser.parse_args(argv)
 
-  cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+  cores = input_pipeline.available_cores()
   print(f"{args.data_dir}: batch {args.batch_size}, {args.image_size}px, {cores} cores, "
         f"{args.seconds:.0f}s per run after {args.warmup_batches} warm-up batches")
   for augmentation in args.augmentation.split(","):
