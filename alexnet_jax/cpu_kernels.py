@@ -89,20 +89,8 @@ def cpu_compiler_options(platform: str | None = None) -> dict:
 SETTINGS = ("auto", "on", "off")
 
 
-def check_setting(value) -> str:
-  """Canonical form of `model.cpu_kernels` (bools allowed); ValueError otherwise."""
-  if isinstance(value, bool):
-    return "on" if value else "off"
-  if value not in SETTINGS:
-    raise ValueError(f"model.cpu_kernels={value!r} is not supported; allowed: "
-                     f"{', '.join(SETTINGS)} (auto: on when JAX's default "
-                     "backend is the CPU).")
-  return value
-
-
 def enabled(setting: str) -> bool:
-  """Resolves a setting at trace time; "auto" means "the default backend is a CPU"."""
-  setting = check_setting(setting)
+  """Resolves a setting ("auto", "on", "off") at trace time; auto: the default backend is a CPU."""
   if setting == "auto":
     return jax.default_backend() == "cpu"
   return setting == "on"

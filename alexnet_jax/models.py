@@ -30,7 +30,7 @@ Per-variant defaults (overridable):
 
   variant      lrn    init   dropout  activation  pool
   paper        True   paper  0.5      relu        3/2
-  torchvision  False  seed   0.5      relu        3/2
+  torchvision  False  torch  0.5      relu        3/2
   seed         False  seed   0.5      relu        3/2
   small        True   flax   0.0      relu        3/2
 
@@ -230,9 +230,7 @@ ARCHITECTURES = {
         avg_pool=(6, 6),
         dropout_before_hidden=True,
         image_size=224,
-        # torchvision's own init is kaiming-uniform; "seed" is the nearest
-        # named scheme and the one the seed code trains this layout with.
-        defaults=dict(_IMAGENET_DEFAULTS, lrn=False, init="seed"),
+        defaults=dict(_IMAGENET_DEFAULTS, lrn=False, init="torch"),
     ),
     "seed": Architecture(
         convs=(
@@ -268,7 +266,7 @@ ARCHITECTURES = {
 
 VARIANTS = tuple(ARCHITECTURES)
 ACTIVATIONS = ("relu", "tanh", "leaky_relu", "elu", "selu")
-INITS = ("paper", "seed", "flax")
+INITS = ("paper", "seed", "torch", "flax")
 # float64: a reference mode (tests comparing against float64 PyTorch, where
 # float32 rounding can flip a ReLU); it needs jax_enable_x64.
 DTYPES = ("float32", "bfloat16", "float16", "float64")
@@ -299,6 +297,12 @@ def _architecture(variant):
 def _scaled(width, multiplier, multiple=1):
   """Width times `multiplier`, rounded to a positive multiple of `multiple`."""
   return max(multiple, int(round(width * multiplier / multiple)) * multiple)
+
+
+def _uniform(bound):
+  def init(key, shape, dtype=jnp.float32):
+    return jax.random.uniform(key, shape, dtype, -bound, bound)
+  return init
 
 
 def adaptive_avg_pool(x, output_size):
@@ -348,8 +352,9 @@ class AlexNet(nn.Module):
       have a field named `init`, that is its init method). paper: N(0, 0.01)
       weights; biases 1 in conv2, conv4, conv5 and the hidden FC layers (conv2,
       fc3, fc4 in `small`), else 0. seed (Kaiming-normal fan_out with ReLU gain
-      for convs, N(0, 0.01) for dense layers, zero biases) or flax (Flax
-      defaults: LeCun-normal kernels, zero biases).
+      for convs, N(0, 0.01) for dense layers, zero biases), torch (PyTorch's
+      default, which torchvision's AlexNet keeps: U(+-1/sqrt(fan_in)) weights
+      and biases) or flax (LeCun-normal kernels, zero biases).
     dtype: compute dtype (e.g. jnp.bfloat16); parameters stay float32 and the
       logits are returned in float32 (float64 when dtype is float64).
     cpu_kernels: "auto" | "on" | "off": use `alexnet_jax.cpu_kernels`'
@@ -368,7 +373,7 @@ class AlexNet(nn.Module):
   dtype: Any = jnp.float32
   cpu_kernels: str = "auto"
 
-  def _initializers(self, bias_one, is_conv):
+  def _initializers(self, bias_one, is_conv, fan_in):
     if self.initializer == "paper":
       kernel = nn.initializers.normal(stddev=0.01)
       bias = nn.initializers.ones if bias_one else nn.initializers.zeros
@@ -376,16 +381,18 @@ class AlexNet(nn.Module):
       kernel = (nn.initializers.variance_scaling(2.0, "fan_out", "normal")
                 if is_conv else nn.initializers.normal(stddev=0.01))
       bias = nn.initializers.zeros
-    elif self.initializer == "flax":
-      kernel, bias = nn.initializers.lecun_normal(), nn.initializers.zeros
+    elif self.initializer == "torch":
+      # PyTorch's default (kaiming_uniform_ with a=sqrt(5)): U(+-1/sqrt(fan_in))
+      # for weights and biases alike.
+      kernel = nn.initializers.variance_scaling(1.0 / 3.0, "fan_in", "uniform")
+      bias = _uniform(1.0 / math.sqrt(fan_in))
     else:
-      raise ValueError(f"Unknown init {self.initializer!r}; "
-                       f"allowed: {', '.join(INITS)}.")
+      kernel, bias = nn.initializers.lecun_normal(), nn.initializers.zeros
     return dict(kernel_init=kernel, bias_init=bias)
 
-  def _dense(self, name, width, bias_one):
+  def _dense(self, name, width, bias_one, fan_in):
     return nn.Dense(width, dtype=self.dtype, param_dtype=jnp.float32, name=name,
-                    **self._initializers(bias_one, is_conv=False))
+                    **self._initializers(bias_one, is_conv=False, fan_in=fan_in))
 
   @nn.compact
   def __call__(self, x, train: bool = False):
@@ -417,7 +424,8 @@ class AlexNet(nn.Module):
           padding=[(spec.padding, spec.padding)] * 2,
           feature_group_count=spec.groups,
           dtype=self.dtype, param_dtype=jnp.float32, name=spec.name,
-          **self._initializers(spec.bias_one, is_conv=True))(x)
+          **self._initializers(spec.bias_one, is_conv=True,
+                               fan_in=x.shape[-1] // spec.groups * spec.kernel ** 2))(x)
       x = act(x)
       if spec.lrn and self.lrn:
         x = LocalResponseNorm(name="lrn" + spec.name[len("conv"):])(x)
@@ -443,10 +451,10 @@ class AlexNet(nn.Module):
     for name, width in arch.hidden:
       if use_dropout and arch.dropout_before_hidden:
         x = dropout(x)
-      x = act(self._dense(name, _scaled(width, self.width_multiplier), True)(x))
+      x = act(self._dense(name, _scaled(width, self.width_multiplier), True, x.shape[-1])(x))
       if use_dropout and not arch.dropout_before_hidden:
         x = dropout(x)
-    x = self._dense(arch.head, self.num_classes, False)(x)
+    x = self._dense(arch.head, self.num_classes, False, x.shape[-1])(x)
     return x.astype(jnp.promote_types(self.dtype, jnp.float32))
 
 
@@ -455,43 +463,45 @@ class AlexNet(nn.Module):
 # --------------------------------------------------------------------------
 
 
-def _check_override(key, value):
-  """Validates one override; returns the value in canonical form."""
-  if key == "activation":
-    if value not in ACTIVATIONS:
-      raise ValueError(f"model.activation={value!r} is not supported; "
-                       f"allowed: {', '.join(ACTIVATIONS)}.")
-  elif key in ("lrn", "overlapping_pool"):
+def _not_allowed(key, value, rule):
+  return ValueError(f"model.{key}={value!r} is not allowed: {rule}.")
+
+
+def _is_number(value):
+  return isinstance(value, (int, float, np.number)) and not isinstance(value, (bool, np.bool_))
+
+
+def check_override(key, value):
+  """Validates one override (config_lib uses this rule too); returns its canonical form."""
+  if key in ("activation", "init") and value not in (ACTIVATIONS if key == "activation" else INITS):
+    choices = ACTIVATIONS if key == "activation" else INITS
+    raise _not_allowed(key, value, f"choose one of {', '.join(choices)}")
+  if key in ("lrn", "overlapping_pool"):
     if not isinstance(value, (bool, np.bool_)):
-      raise ValueError(f"model.{key} must be a bool, got {value!r}.")
+      raise _not_allowed(key, value, "it must be True or False")
     value = bool(value)
   elif key == "dropout_rate":
-    if (isinstance(value, bool) or not isinstance(value, (int, float))
-        or not 0.0 <= value < 1.0):
-      raise ValueError(f"model.dropout_rate must be a number in [0, 1), "
-                       f"got {value!r}.")
+    if not _is_number(value) or not 0.0 <= value < 1.0:
+      raise _not_allowed(key, value, "it must be a number in [0, 1)")
     value = float(value)
   elif key == "width_multiplier":
-    if (isinstance(value, bool) or not isinstance(value, (int, float))
-        or not math.isfinite(value) or value <= 0):
-      raise ValueError(f"model.width_multiplier must be a positive number, "
-                       f"got {value!r}.")
+    if not _is_number(value) or not math.isfinite(value) or value <= 0:
+      raise _not_allowed(key, value, "it must be a positive number")
     value = float(value)
-  elif key == "init":
-    if value not in INITS:
-      raise ValueError(f"model.init={value!r} is not supported; "
-                       f"allowed: {', '.join(INITS)}.")
   elif key == "dtype":
     try:
       name = jnp.dtype(value).name
     except TypeError:
       name = None
     if name not in DTYPES:
-      raise ValueError(f"model dtype {value!r} is not supported; "
-                       f"allowed: {', '.join(DTYPES)}.")
+      raise _not_allowed(key, value, f"choose one of {', '.join(DTYPES)}")
     value = jnp.dtype(name)
   elif key == "cpu_kernels":
-    value = cpu_kernels_lib.check_setting(value)
+    if isinstance(value, bool):
+      value = "on" if value else "off"
+    if value not in cpu_kernels_lib.SETTINGS:
+      raise _not_allowed(key, value, f"choose one of {', '.join(cpu_kernels_lib.SETTINGS)} "
+                         "(auto: on when JAX's default backend is the CPU)")
   return value
 
 
@@ -522,9 +532,15 @@ def create_model(variant: str, *, num_classes: int, **overrides) -> AlexNet:
   fields = dict(arch.defaults)
   for key, value in overrides.items():
     if value is not None:
-      fields[key] = _check_override(key, value)
+      fields[key] = check_override(key, value)
   fields["initializer"] = fields.pop("init")
   return AlexNet(variant=variant, num_classes=int(num_classes), **fields)
+
+
+def init_params(model, image_size: int, rng):
+  """The model's parameters for square images of `image_size` pixels."""
+  images = jnp.zeros((1, image_size, image_size, 3), jnp.float32)
+  return model.init({"params": rng}, images, train=False)["params"]
 
 
 def count_params(params) -> int:

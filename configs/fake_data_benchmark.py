@@ -3,11 +3,11 @@
 `--config=configs/fake_data_benchmark.py:variant=torchvision` for another net.
 """
 
-from configs import default
+from alexnet_jax import config_lib
 
 
 def get_config(arg=None):
-  c = default.base_config()
+  c = config_lib.base_config()
   c.dataset = "fake"
   c.num_classes = 1000
   c.fake_num_examples = 1 << 16
@@ -22,4 +22,4 @@ def get_config(arg=None):
   c.log_every_steps = 20
   c.checkpoint_every_steps = 1 << 30
   c.lr_schedule = "constant"
-  return default.apply_arg(c, arg)
+  return config_lib.apply_arg(c, arg)

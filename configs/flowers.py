@@ -1,32 +1,18 @@
-"""The seed project's setup: the half-width `seed` AlexNet on the TF flowers photos.
+"""Small photo datasets (flowers): the `seed` AlexNet with a recipe that learns from a few hundred photos.
 
-`tf_flowers` has only a train split, so 10% of it is carved off for validation
-with TFDS slicing. To train on your own folder of images instead:
-`--config.dataset=imagefolder --config.data_dir=ROOT` (ROOT/train/<class>/*,
-ROOT/val/<class>/*), e.g. ../shared/data/flowers-mini.
-Optimiser: SGD momentum 0.9, lr 0.01 with cosine decay,
-inception crops + flips, centre-crop eval.
+Defaults to TFDS tf_flowers (downloaded on first use; it has no validation
+split, so the last 10% of train is held out). For your own photos:
+
+    python main.py --config=configs/flowers.py --workdir=runs/mine \\
+        --config.dataset=imagefolder --config.data_dir=ROOT
+
+with ROOT/train/<class>/* and ROOT/val/<class>/* (any image format).
+`configs/seed.py` is the original PyTorch project's recipe, unchanged.
 """
 
-from configs import default
+from alexnet_jax import config_lib
 
 
 def get_config(arg=None):
-  c = default.base_config()
-  c.dataset = "tf_flowers"
-  c.train_split = "train[:90%]"
-  c.eval_split = "train[90%:]"
-  c.model.variant = "seed"
-  c.augmentation = "inception"
-  c.pca_lighting = 0.0
-  c.eval_crops = 1
-  c.batch_size = 32
-  c.eval_batch_size = 32
-  c.num_epochs = 30.0
-  c.learning_rate = 0.01
-  c.weight_decay = 5e-4
-  c.lr_schedule = "cosine"
-  c.warmup_epochs = 1.0
-  c.log_every_steps = 20
-  c.checkpoint_every_steps = 200
-  return default.apply_arg(c, arg)
+  c = config_lib.load("seed")
+  return config_lib.apply_arg(c, arg)

@@ -1,17 +1,15 @@
 """Quickstart: the `small` AlexNet on scikit-learn's handwritten digits, offline, on a CPU.
 
 1,797 real 8×8 scans (1,437 train / 360 test) upscaled to 32×32. No download:
-the dataset is built from the copy scikit-learn ships. Minutes on 2 CPU cores.
+the dataset is built from the copy scikit-learn ships. About a minute on 2 CPU cores.
 """
 
-from configs import default
+from alexnet_jax import config_lib
 
 
 def get_config(arg=None):
-  c = default.base_config()
+  c = config_lib.base_config()
   c.dataset = "sklearn_digits"
-  c.train_split = "train"
-  c.eval_split = "test"
   c.image_size = 32
   c.resize_size = 32
   c.augmentation = "none"
@@ -32,4 +30,4 @@ def get_config(arg=None):
   c.log_every_steps = 50
   c.eval_every_steps = 88  # every 4 epochs
   c.checkpoint_every_steps = 88
-  return default.apply_arg(c, arg)
+  return config_lib.apply_arg(c, arg)

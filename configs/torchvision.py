@@ -2,16 +2,16 @@
 
 SGD momentum 0.9, lr 0.01, weight decay 1e-4, ×0.1 every 30 epochs, 90 epochs,
 batch 256 (torchvision's reference: 8 GPUs × 32), random-resized crops + flips,
-centre-crop evaluation. Its published accuracy: 56.52% top-1, 79.07% top-5.
+centre-crop evaluation, PyTorch's default init. Its published accuracy: 56.52%
+top-1, 79.07% top-5.
 """
 
-from configs import default
+from alexnet_jax import config_lib
 
 
 def get_config(arg=None):
-  c = default.base_config()
+  c = config_lib.base_config()
   c.model.variant = "torchvision"
-  c.model.init = "flax"  # torchvision keeps PyTorch's default (kaiming-uniform) init
   c.augmentation = "inception"
   c.pca_lighting = 0.0
   c.eval_crops = 1
@@ -22,4 +22,4 @@ def get_config(arg=None):
   c.lr_schedule = "step"
   c.lr_step_epochs = (30, 60)
   c.num_epochs = 90.0
-  return default.apply_arg(c, arg)
+  return config_lib.apply_arg(c, arg)

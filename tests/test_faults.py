@@ -17,8 +17,9 @@ import numpy as np
 import pytest
 
 from alexnet_jax import checkpoint as ckpt_lib
-from alexnet_jax import config_lib, input_pipeline, train
-from configs import default
+from alexnet_jax import config_lib, data, train
+from alexnet_jax import workdir as workdir_lib
+from alexnet_jax import config_lib
 from tests.test_main import assert_bitwise_equal, final_params, run_main
 
 KILL_OVERRIDES = ["--config.num_train_steps=8", "--config.model.dropout_rate=0.5"]
@@ -157,7 +158,7 @@ def test_disk_full_while_saving_reports_and_keeps_earlier_checkpoints(small_tmpf
 
 
 def _tiny(**overrides):
-  c = default.get_config("tiny")
+  c = config_lib.load("default:tiny")
   for key, value in overrides.items():
     node = c
     *parents, leaf = key.split(".")
@@ -173,19 +174,27 @@ def _tiny(**overrides):
     ("lr_schedule", "linear", "lr_schedule='linear'.*plateau"),
     ("learning_rate", -0.1, "learning_rate=-0.1.*> 0"),
     ("learning_rate", 0.0, "learning_rate=0.0.*> 0"),
-    ("batch_size", 0, "batch_size=0.*> 0"),
+    ("batch_size", 0, "batch_size=0.*>= 1"),
     ("batch_size", 12, "batch_size=12.*multiple of the data-parallel device count 8"),
-    ("eval_crops", 5, "eval_crops=5.*1 .*or 10"),
-    ("model.dropout_rate", 1.5, "dropout_rate=1.5"),
+    ("eval_crops", 5, "eval_crops=5.*choose one of 1, 10"),
+    ("model.dropout_rate", 1.5, r"dropout_rate=1.5.*in \[0, 1\)"),
+    ("optimizer", "rmsprop", "optimizer='rmsprop'.*adamw"),
+    ("inception_area_range", (0.5, 0.1), "inception_area_range.*0 < min <= max <= 1"),
+    ("image_size", 40, "resize_size=36.*>= image_size \\(40\\)"),
+    ("eval_resize", "crop", "eval_resize='crop'.*stretch"),
+    ("half_precision", "yes", "half_precision='yes'.*'auto', True, False"),
+    ("model.init", "xavier", "model.init='xavier'.*torch"),
+    ("log_every_steps", 0, "log_every_steps=0.*>= 1"),
+    ("checkpoint_every_steps", 0, "checkpoint_every_steps=0.*>= 1"),
 ])
 def test_bad_config_values_are_named_before_compiling(key, value, expected):
   with pytest.raises(ValueError, match=expected):
-    config_lib.validate_config(_tiny(**{key: value}), num_devices=8)
+    config_lib.validate(_tiny(**{key: value}), num_devices=8)
 
 
 def test_unknown_dataset_is_named():
   with pytest.raises(ValueError, match="config.dataset='imagenet2013'"):
-    input_pipeline.get_dataset_info(_tiny(dataset="imagenet2013"))
+    data.dataset_info(_tiny(dataset="imagenet2013"))
 
 
 def test_bad_config_fails_in_the_cli_before_compilation(tmp_path):
@@ -202,16 +211,16 @@ def test_unwritable_workdir_is_a_clear_error(tmp_path):
   blocker = tmp_path / "a_file"
   blocker.write_text("not a directory")
   with pytest.raises(PermissionError, match="not writable"):
-    train.prepare_workdir(str(blocker / "run"), _tiny())
+    workdir_lib.prepare(str(blocker / "run"), _tiny())
 
 
 def test_workdir_with_another_runs_config_is_refused(tmp_path):
   workdir = str(tmp_path)
   config = _tiny()
-  train.prepare_workdir(workdir, config)
+  workdir_lib.prepare(workdir, config)
   with open(os.path.join(workdir, "config.json"), "w") as f:
-    json.dump(ckpt_lib.config_to_dict(config), f)
-  train.prepare_workdir(workdir, _tiny(num_train_steps=100, log_every_steps=7))  # resumable keys
-  with pytest.raises(ValueError, match=r"learning_rate: 0.01 in the workdir, 0.5 now"):
-    train.prepare_workdir(workdir, _tiny(learning_rate=0.5))
-  train.prepare_workdir(workdir, _tiny(learning_rate=0.5, allow_config_change=True))
+    json.dump(config_lib.to_dict(config), f)
+  workdir_lib.prepare(workdir, _tiny(num_train_steps=100, log_every_steps=7))  # resumable keys
+  with pytest.raises(workdir_lib.WorkdirError, match=r"learning_rate: 0.01 in the workdir, 0.5 now"):
+    workdir_lib.prepare(workdir, _tiny(learning_rate=0.5))
+  workdir_lib.prepare(workdir, _tiny(learning_rate=0.5, allow_config_change=True))

@@ -363,6 +363,24 @@ def test_flax_init_statistics(init_fn):
     np.testing.assert_array_equal(np.asarray(params[name]["bias"]), 0.0, err_msg=name)
 
 
+def test_torch_init_is_pytorchs_default(init_fn):
+  """torchvision's AlexNet keeps PyTorch's default: U(+-1/sqrt(fan_in)) weights and biases."""
+  torch = pytest.importorskip("torch")
+  params = init_fn("torchvision", "torch")
+  reference = {"conv1": torch.nn.Conv2d(3, 64, 11), "conv3": torch.nn.Conv2d(192, 384, 3),
+               "fc7": torch.nn.Linear(4096, 4096)}
+  for name, layer in reference.items():
+    fan_in = np.prod(layer.weight.shape[1:])
+    for ours, theirs in ((params[name]["kernel"], layer.weight), (params[name]["bias"], layer.bias)):
+      ours, theirs = np.asarray(ours), theirs.detach().numpy()
+      bound = 1 / np.sqrt(fan_in)
+      assert np.abs(ours).max() <= bound * (1 + 1e-6) and np.abs(theirs).max() <= bound * (1 + 1e-6)
+      # Uniform on [-b, b]: std b / sqrt(3); a sample std of n is off by ~0.45 / sqrt(n).
+      rtol = 5 * 0.45 / np.sqrt(ours.size)
+      np.testing.assert_allclose(ours.std(), bound / np.sqrt(3), rtol=rtol)
+      np.testing.assert_allclose(theirs.std(), bound / np.sqrt(3), rtol=rtol)
+
+
 def test_grouped_seed_init_uses_torch_fan_out(init_fn):
   # torch's kaiming fan_out for Conv2d(groups=2) is out * k * k, not divided by groups.
   params = init_fn("paper", "seed", width=0.5)
@@ -379,9 +397,9 @@ def test_variant_defaults():
   paper = models.create_model("paper", num_classes=10)
   assert (paper.lrn, paper.initializer, paper.dropout_rate, paper.overlapping_pool,
           paper.activation) == (True, "paper", 0.5, True, "relu")
-  for variant in ("seed", "torchvision"):
+  for variant, init in (("seed", "seed"), ("torchvision", "torch")):
     m = models.create_model(variant, num_classes=10)
-    assert (m.lrn, m.initializer, m.dropout_rate) == (False, "seed", 0.5)
+    assert (m.lrn, m.initializer, m.dropout_rate) == (False, init, 0.5)
   small = models.create_model("small", num_classes=10)
   assert (small.lrn, small.initializer) == (True, "flax")
   assert [models.default_image_size(v) for v in models.VARIANTS] == [224, 224, 224, 32]
@@ -399,11 +417,11 @@ def test_none_overrides_mean_variant_default():
     (dict(num_classes=0), "num_classes"),
     (dict(actvation="tanh"), r"override\(s\) \['actvation'\]"),
     (dict(activation="gelu"), "activation='gelu'.*relu, tanh"),
-    (dict(init="xavier"), "init='xavier'.*paper, seed, flax"),
-    (dict(lrn="yes"), "lrn must be a bool"),
+    (dict(init="xavier"), "init='xavier'.*paper, seed, torch, flax"),
+    (dict(lrn="yes"), "lrn='yes' is not allowed: it must be True or False"),
     (dict(dropout_rate=1.0), r"dropout_rate.*\[0, 1\)"),
     (dict(width_multiplier=0), "width_multiplier"),
-    (dict(dtype="int8"), "dtype 'int8'"),
+    (dict(dtype="int8"), "dtype='int8'.*float32"),
 ])
 def test_bad_arguments_raise(kwargs, match):
   args = dict(variant="small", num_classes=10)

@@ -35,9 +35,8 @@ augmentation with the crop spanning the whole 32x32 digit and no flips: a
 flipped 2 is not a 2), SGD-momentum with weight decay 5e-4.
 """
 
+from alexnet_jax import config_lib
 from alexnet_jax import sweep
-from configs import default
-from configs import quickstart
 
 AXES = {
     "activation": {"model.activation": ["relu", "tanh"]},
@@ -52,7 +51,7 @@ GRIDS = ("one_at_a_time", "product")
 
 
 def _options(arg):
-  opts = default.parse_arg(arg)
+  opts = config_lib.parse_arg(arg)
   small = bool(opts.pop("small", False))
   names = opts.pop("axis", None)
   names = list(AXES) if names in (None, True) else names.split("+")
@@ -72,9 +71,9 @@ def _options(arg):
 def get_config(arg=None):
   small, _, _, epochs = _options(arg)
   if not small:
-    c = default.get_config()  # the paper: ImageNet, `paper` variant, 90 epochs, ÷10 on plateau
+    c = config_lib.load("default")  # the paper: ImageNet, `paper` variant, 90 epochs, ÷10 on plateau
   else:
-    c = quickstart.get_config()
+    c = config_lib.load("quickstart")
     c.augmentation = "paper"  # so that PCA lighting applies; the crop is the whole image
     c.resize_size = c.image_size
     c.random_flip = False

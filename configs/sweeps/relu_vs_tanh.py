@@ -27,9 +27,8 @@ see the crossing. Two points, `model.activation=relu` and `=tanh`; the report's
         --workdir=runs/relu_vs_tanh
 """
 
+from alexnet_jax import config_lib
 from alexnet_jax import sweep
-from configs import default
-from configs import quickstart
 
 CIFAR10_MEAN_RGB = (0.4914, 0.4822, 0.4465)
 CIFAR10_STD_RGB = (0.2470, 0.2435, 0.2616)
@@ -38,7 +37,7 @@ SMALL_STEPS = 200
 
 
 def _options(arg):
-  opts = default.parse_arg(arg)
+  opts = config_lib.parse_arg(arg)
   small = bool(opts.pop("small", False))
   lr = opts.pop("lr", None)
   steps = opts.pop("steps", None)
@@ -51,14 +50,14 @@ def _options(arg):
 def get_config(arg=None):
   small, lr, steps = _options(arg)
   if small:
-    c = quickstart.get_config()
+    c = config_lib.load("quickstart")
     c.learning_rate = SMALL_LR
     c.num_train_steps = SMALL_STEPS
     c.log_every_steps = 2
     c.eval_every_steps = 50
     c.checkpoint_every_steps = 100
   else:
-    c = default.get_config()
+    c = config_lib.load("default")
     c.dataset = "cifar10"
     c.train_split = "train"
     c.eval_split = "test"
