@@ -11,22 +11,22 @@ import sys
 
 os.environ.setdefault("XLA_FLAGS", "--xla_force_host_platform_device_count=8")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-os.environ.setdefault("CUDA_VISIBLE_DEVICES", "")
+# The suite runs on the CPU even on a GPU machine (it never lands there by accident).
+os.environ["JAX_PLATFORMS"] = "cpu"
+os.environ["CUDA_VISIBLE_DEVICES"] = ""
 
 import pytest  # noqa: E402
 
 REPO_ROOT = pathlib.Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO_ROOT))
 
-FLOWERS_MINI = REPO_ROOT.parent / "shared" / "data" / "flowers-mini"
+FLOWERS = REPO_ROOT / "tests" / "data" / "flowers"
 
 
 @pytest.fixture(scope="session")
-def flowers_mini():
-  """The real flower JPEGs shipped in ../shared; tests using it skip without it."""
-  if not (FLOWERS_MINI / "train").is_dir():
-    pytest.skip(f"flowers-mini not found at {FLOWERS_MINI}")
-  return FLOWERS_MINI
+def flowers():
+  """25 real flower photos shipped with the tests: train/<class>/*.jpg (3 each), val/ (2 each)."""
+  return FLOWERS
 
 
 @pytest.fixture(scope="session")

@@ -9,8 +9,8 @@ import pytest
 import tensorflow as tf
 from PIL import Image
 
-from alexnet_jax import augment
-from configs import default
+from alexnet_jax.data import augment
+from alexnet_jax import config_lib
 
 SEED = tf.constant([3, 7], tf.int64)
 
@@ -255,7 +255,7 @@ def test_paper_train_adds_lighting_per_image():
 
 
 def test_config_entry_points_and_errors():
-  c = default.get_config()
+  c = config_lib.base_config()
   c.image_size, c.resize_size = 24, 28
   jpeg = tf.io.encode_jpeg(smooth_image(40, 52))
   for aug in augment.AUGMENTATIONS:
@@ -267,18 +267,51 @@ def test_config_entry_points_and_errors():
                                 augment.eval_preprocess_fn(c)(jpeg))
   c.eval_crops = 10
   assert augment.eval_preprocess_fn(c)(jpeg).shape == (10, 24, 24, 3)
-  c.augmentation = "cutout"
-  with pytest.raises(ValueError, match="augmentation='cutout'.*paper, inception, none"):
-    augment.train_preprocess_fn(c)
-  c.augmentation = "paper"
-  c.image_size = 40
-  with pytest.raises(ValueError, match="image_size=40 is larger than resize_size=28"):
-    augment.train_preprocess_fn(c)
-  c.image_size = 24
-  c.eval_crops = 5
-  with pytest.raises(ValueError, match="eval_crops=5"):
-    augment.eval_preprocess_fn(c)
-  c.augmentation = "inception"
-  c.inception_area_range = (0.5, 0.1)
-  with pytest.raises(ValueError, match="inception_area_range"):
-    augment.train_preprocess_fn(c)
+
+
+# ---------------------------------------------------------------- against torchvision's recipe
+
+
+def _torchvision_eval(path, resize=256, crop=224):
+  """Resize(256) + CenterCrop(224) as torchvision does it on a PIL image."""
+  with Image.open(path) as image:
+    image = image.convert("RGB")
+  w, h = image.size
+  if w <= h:
+    size = (resize, int(resize * h / w))
+  else:
+    size = (int(resize * w / h), resize)
+  image = np.asarray(image.resize(size, Image.BILINEAR))
+  top = int(round((image.shape[0] - crop) / 2.0))
+  left = int(round((image.shape[1] - crop) / 2.0))
+  return image[top:top + crop, left:left + crop]
+
+
+def test_eval_preprocessing_matches_torchvision_on_real_jpegs(flowers):
+  files = sorted(flowers.glob("*/*/*.jpg"))
+  assert len(files) == 25
+  diffs = []
+  for path in files:
+    data = path.read_bytes()
+    with Image.open(path) as image:  # The accurate IDCT is PIL's decode, bit for bit.
+      np.testing.assert_array_equal(augment.decode(tf.constant(data)).numpy(),
+                                    np.asarray(image.convert("RGB")))
+    ours = augment.eval_center(tf.constant(data)).numpy().astype(float)
+    diffs.append(np.abs(ours - _torchvision_eval(path)).mean())
+  # What remains is TF's antialiased bilinear kernel against PIL's (~0.16 levels).
+  assert np.mean(diffs) <= 0.25 and max(diffs) < 0.5, diffs
+
+
+def test_centre_crop_rounds_odd_margins_half_to_even():
+  for height, expected_top in [(27, 2), (29, 2), (31, 4), (25, 0)]:  # margins 1.5 -> 2, 2.5 -> 2, ...
+    image = np.arange(height)[:, None, None] * np.ones((1, 30, 3), np.int64)
+    crop = augment.central_crop(tf.constant(image), 24).numpy()
+    assert crop[0, 0, 0] == int(round((height - 24) / 2.0)) == expected_top, height
+
+
+def test_stretch_eval_resizes_both_sides_like_pil():
+  image = smooth_image(150, 200) // 2 + noisy_image(150, 200) // 2
+  out = augment.eval_center(image, image_size=64, resize_size=64,
+                            eval_resize="stretch").numpy().astype(int)
+  ref = np.asarray(Image.fromarray(image).resize((64, 64), Image.BILINEAR)).astype(int)
+  assert np.abs(out - ref).mean() < 1.0

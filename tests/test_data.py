@@ -6,6 +6,7 @@ image, with scikit-learn's own arrays.
 """
 
 import collections
+import logging
 import math
 import os
 import pathlib
@@ -15,13 +16,14 @@ import pytest
 import tensorflow as tf
 import tensorflow_datasets as tfds
 
-from alexnet_jax import input_pipeline
-from alexnet_jax.datasets import sklearn_digits
-from configs import default
+from alexnet_jax import data
+from alexnet_jax.data import sklearn_digits
+from alexnet_jax.data import tfds_source
+from alexnet_jax import config_lib
 
 
 def tiny_config(**overrides):
-  c = default.get_config()
+  c = config_lib.base_config()
   c.image_size = c.resize_size = 8
   c.augmentation = "none"
   c.eval_crops = 1
@@ -79,7 +81,7 @@ def collect_eval(config, process_count):
   """Runs every process's eval iterator; returns (per-process batch counts, real examples)."""
   counts, examples = [], []
   for p in range(process_count):
-    batches = list(input_pipeline.create_eval_iterator(config, process_index=p,
+    batches = list(data.create_eval_iterator(config, process_index=p,
                                                        process_count=process_count))
     counts.append(len(batches))
     for b in batches:
@@ -99,7 +101,7 @@ def test_folder_eval_covers_the_split_exactly_once(id_folder, process_count, eva
   n = len(truth["val"])  # 23: no batch size here divides it.
   assert n % eval_batch_size
   expected_batches = math.ceil(n / eval_batch_size)
-  assert input_pipeline.num_eval_batches(c, process_count) == expected_batches
+  assert data.num_eval_batches(c, process_count) == expected_batches
   counts, examples = collect_eval(c, process_count)
   assert counts == [expected_batches] * process_count
   ids = [int(i) for i in ids_of(np.stack([img for img, _ in examples]))]
@@ -125,7 +127,7 @@ def test_training_epochs_cover_each_process_share_once(id_folder):
   c = tiny_config(dataset="imagefolder", data_dir=str(root), batch_size=2)
   seen = []
   for p in range(2):
-    it = input_pipeline.create_train_iterator(c, process_index=p, process_count=2)
+    it = data.create_train_iterator(c, process_index=p, process_count=2)
     share = len(range(p, 17, 2))  # 17 train images, strided over 2 processes.
     epoch = np.concatenate([ids_of(next(it)["image"]) for _ in range(share)])[:share]
     assert len(set(epoch)) == share
@@ -134,7 +136,7 @@ def test_training_epochs_cover_each_process_share_once(id_folder):
 
 
 def first_batches(config, count=2, **kwargs):
-  it = input_pipeline.create_train_iterator(config, process_index=0, process_count=1, **kwargs)
+  it = data.create_train_iterator(config, process_index=0, process_count=1, **kwargs)
   return [next(it) for _ in range(count)]
 
 
@@ -145,11 +147,11 @@ def assert_same_batches(a, b):
       np.testing.assert_array_equal(x[k], y[k])
 
 
-def test_same_seed_same_batches_other_seed_other_batches(tfds_data_dir, flowers_mini):
+def test_same_seed_same_batches_other_seed_other_batches(tfds_data_dir, flowers):
   digits = digits_config(tfds_data_dir, augmentation="paper", batch_size=16)
-  flowers = tiny_config(dataset="imagefolder", data_dir=str(flowers_mini),
-                        augmentation="inception", image_size=32, resize_size=36, batch_size=8)
-  for c in (digits, flowers):
+  folder = tiny_config(dataset="imagefolder", data_dir=str(flowers),
+                       augmentation="inception", image_size=32, resize_size=36, batch_size=8)
+  for c in (digits, folder):
     a = first_batches(c)
     assert_same_batches(a, first_batches(c))
     c.seed = 1
@@ -158,17 +160,17 @@ def test_same_seed_same_batches_other_seed_other_batches(tfds_data_dir, flowers_
     assert not np.array_equal(a[0]["image"], b[0]["image"])
 
 
-def test_resume_gives_the_uninterrupted_batches_across_epochs(tfds_data_dir, flowers_mini):
+def test_resume_gives_the_uninterrupted_batches_across_epochs(tfds_data_dir, flowers):
   # digits: 1437 examples / 64 per step, so step 22 straddles epochs 0 and 1.
   digits = digits_config(tfds_data_dir, augmentation="paper", batch_size=64)
-  # flowers: 160 / 2 processes = 80 per process, 8 per step: epoch = 10 steps.
-  flowers = tiny_config(dataset="imagefolder", data_dir=str(flowers_mini),
-                        augmentation="inception", image_size=24, resize_size=28, batch_size=16)
-  for c, process_index, process_count, start in [(digits, 0, 1, 21), (flowers, 1, 2, 9)]:
-    it = input_pipeline.create_train_iterator(c, process_index=process_index,
+  # flowers: 15 train images, 4 per step: step 3 straddles epochs 0 and 1.
+  folder = tiny_config(dataset="imagefolder", data_dir=str(flowers),
+                       augmentation="inception", image_size=24, resize_size=28, batch_size=4)
+  for c, process_index, process_count, start in [(digits, 0, 1, 21), (folder, 1, 2, 2)]:
+    it = data.create_train_iterator(c, process_index=process_index,
                                               process_count=process_count)
     uninterrupted = [next(it) for _ in range(start + 3)][start:]
-    resumed = input_pipeline.create_train_iterator(
+    resumed = data.create_train_iterator(
         c, start_step=start, process_index=process_index, process_count=process_count)
     assert_same_batches(uninterrupted, [next(resumed) for _ in range(3)])
 
@@ -176,9 +178,9 @@ def test_resume_gives_the_uninterrupted_batches_across_epochs(tfds_data_dir, flo
 def test_tfds_training_with_shards_covers_each_epoch_and_resumes(tfds_data_dir, monkeypatch):
   # Large splits are read as several shards merged in a per-epoch random
   # order; make the 1437 digits take that path (16 shards of ~90).
-  monkeypatch.setattr(input_pipeline, "_MIN_SHARD_EXAMPLES", 64)
+  monkeypatch.setattr(tfds_source, "MIN_SHARD_EXAMPLES", 64)
   c = digits_config(tfds_data_dir, batch_size=479, shuffle_buffer_size=100)
-  it = input_pipeline.create_train_iterator(c, process_index=0, process_count=1)
+  it = data.create_train_iterator(c, process_index=0, process_count=1)
   batches = [next(it) for _ in range(7)]
   images, labels, _ = sklearn_digits.load_split_arrays()["train"]
   expected = collections.Counter((img.tobytes(), int(lab)) for img, lab in zip(images, labels))
@@ -189,7 +191,7 @@ def test_tfds_training_with_shards_covers_each_epoch_and_resumes(tfds_data_dir, 
     assert collections.Counter(epoch) == expected
     epochs.append(epoch)
   assert epochs[0] != epochs[1]  # Each epoch has its own order.
-  resumed = input_pipeline.create_train_iterator(c, start_step=4, process_index=0,
+  resumed = data.create_train_iterator(c, start_step=4, process_index=0,
                                                  process_count=1)
   assert_same_batches(batches[4:], [next(resumed) for _ in range(3)])
 
@@ -201,10 +203,10 @@ def test_every_example_of_a_global_batch_gets_its_own_augmentation(tmp_path):
     os.makedirs(tmp_path / "train" / f"c{i % 2}", exist_ok=True)
     (tmp_path / "train" / f"c{i % 2}" / f"{i}.jpg").write_bytes(jpeg.numpy())
   c = tiny_config(dataset="imagefolder", data_dir=str(tmp_path), augmentation="inception",
-                  image_size=24, resize_size=28, batch_size=16)
+                  image_size=24, resize_size=28, batch_size=16, eval_split="train")
   images = []
   for p in range(2):
-    it = input_pipeline.create_train_iterator(c, process_index=p, process_count=2)
+    it = data.create_train_iterator(c, process_index=p, process_count=2)
     images += [img.tobytes() for step in range(2) for img in next(it)["image"]]
   assert len(set(images)) == 32  # 2 steps x 16 examples, all different.
 
@@ -217,18 +219,18 @@ def test_imagenet2012_end_to_end_with_mock_data():
                   batch_size=8, eval_batch_size=6)
   assert c.dataset == "imagenet2012"
   with tfds.testing.mock_data(num_examples=10):
-    info = input_pipeline.get_dataset_info(c)
+    info = data.dataset_info(c)
     assert info.num_classes == 1000 and len(info.class_names) == 1000
     assert info.class_names[0] == "n01440764"
-    batch = next(input_pipeline.create_train_iterator(c, process_index=0, process_count=1))
+    batch = next(data.create_train_iterator(c, process_index=0, process_count=1))
     assert batch["image"].shape == (8, 32, 32, 3) and batch["image"].dtype == np.uint8
     assert batch["label"].dtype == np.int32
     assert ((batch["label"] >= 0) & (batch["label"] < 1000)).all()
     c.augmentation = "inception"
-    batch = next(input_pipeline.create_train_iterator(c, process_index=1, process_count=2))
+    batch = next(data.create_train_iterator(c, process_index=1, process_count=2))
     assert batch["image"].shape == (4, 32, 32, 3)
-    batches = list(input_pipeline.create_eval_iterator(c, process_index=0, process_count=1))
-    assert len(batches) == input_pipeline.num_eval_batches(c, 1) == 2
+    batches = list(data.create_eval_iterator(c, process_index=0, process_count=1))
+    assert len(batches) == data.num_eval_batches(c, 1) == 2
     assert batches[0]["image"].shape == (6, 10, 32, 32, 3)
     assert sum(b["mask"].sum() for b in batches) == 10
     labels = np.concatenate([b["label"][b["mask"]] for b in batches])
@@ -237,7 +239,7 @@ def test_imagenet2012_end_to_end_with_mock_data():
 
 def test_sklearn_digits_builds_offline_with_all_1797_images(tfds_data_dir):
   c = digits_config(tfds_data_dir)
-  info = input_pipeline.get_dataset_info(c)
+  info = data.dataset_info(c)
   assert info.class_names == [str(d) for d in range(10)]
   assert (info.num_train_examples, info.num_eval_examples) == (1437, 360)
   builder = tfds.builder("sklearn_digits", data_dir=tfds_data_dir)
@@ -267,51 +269,57 @@ def test_sklearn_digits_builds_offline_with_all_1797_images(tfds_data_dir):
 def test_tfds_slicing_carves_a_validation_split(tfds_data_dir):
   c = digits_config(tfds_data_dir, train_split="train[:90%]", eval_split="train[90%:]",
                     eval_batch_size=10)
-  info = input_pipeline.get_dataset_info(c)
+  info = data.dataset_info(c)
   assert (info.num_train_examples, info.num_eval_examples) == (1293, 144)
   counts, examples = collect_eval(c, 2)
   assert counts == [15, 15] and len(examples) == 144
-  batch = next(input_pipeline.create_train_iterator(c, process_index=0, process_count=2))
+  batch = next(data.create_train_iterator(c, process_index=0, process_count=2))
   assert batch["image"].shape == (2, 8, 8, 3)
 
 
-def test_imagefolder_on_flowers_mini(flowers_mini):
-  c = tiny_config(dataset="imagefolder", data_dir=str(flowers_mini), image_size=32,
-                  resize_size=36, eval_crops=10, batch_size=8, eval_batch_size=16,
+def test_imagefolder_reads_train_and_val_folders(flowers):
+  c = tiny_config(dataset="imagefolder", data_dir=str(flowers), image_size=32,
+                  resize_size=36, eval_crops=10, batch_size=8, eval_batch_size=4,
                   augmentation="paper")
-  info = input_pipeline.get_dataset_info(c)
+  info = data.dataset_info(c)
   assert info.class_names == ["daisy", "dandelion", "roses", "sunflowers", "tulips"]
-  assert (info.num_classes, info.num_train_examples, info.num_eval_examples) == (5, 160, 40)
-  batch = next(input_pipeline.create_train_iterator(c, process_index=0, process_count=1))
+  assert (info.num_classes, info.num_train_examples, info.num_eval_examples) == (5, 15, 10)
+  assert (info.train_split, info.eval_split, info.eval_carved_from_train) == (
+      "train", "validation", False)
+  batch = next(data.create_train_iterator(c, process_index=0, process_count=1))
   assert batch["image"].shape == (8, 32, 32, 3) and batch["image"].dtype == np.uint8
   assert ((batch["label"] >= 0) & (batch["label"] < 5)).all()
-  batches = list(input_pipeline.create_eval_iterator(c, process_index=0, process_count=1))
-  assert len(batches) == 3 and batches[0]["image"].shape == (16, 10, 32, 32, 3)
+  batches = list(data.create_eval_iterator(c, process_index=0, process_count=1))
+  assert len(batches) == 3 and batches[0]["image"].shape == (4, 10, 32, 32, 3)
   labels = np.concatenate([b["label"][b["mask"]] for b in batches])
-  assert np.bincount(labels).tolist() == [8] * 5  # val/ holds 8 per class.
-  c.train_split, c.eval_split = "train[:75%]", "train[75%:]"
-  info = input_pipeline.get_dataset_info(c)
-  assert (info.num_train_examples, info.num_eval_examples) == (120, 40)
+  assert np.bincount(labels).tolist() == [2] * 5  # val/ holds 2 per class.
+  # A slice of a folder split takes every class in proportion.
+  c.train_split, c.eval_split = "train[:67%]", "train[67%:]"
+  info = data.dataset_info(c)
+  assert (info.num_train_examples, info.num_eval_examples) == (10, 5)
+  labels = np.concatenate([b["label"][b["mask"]] for b in
+                           data.create_eval_iterator(c, process_index=0, process_count=1)])
+  assert sorted(labels.tolist()) == [0, 1, 2, 3, 4]
 
 
 def test_fake_data(tmp_path):
   c = tiny_config(dataset="fake", num_classes=7, fake_num_examples=21, image_size=16,
                   resize_size=16, eval_crops=10, batch_size=8, eval_batch_size=8)
-  info = input_pipeline.get_dataset_info(c)
+  info = data.dataset_info(c)
   assert (info.num_classes, info.num_train_examples, info.num_eval_examples) == (7, 21, 21)
-  it = input_pipeline.create_train_iterator(c, process_index=0, process_count=1)
+  it = data.create_train_iterator(c, process_index=0, process_count=1)
   batches = [next(it) for _ in range(5)]
   batch = batches[0]
   assert batch["image"].shape == (8, 16, 16, 3) and batch["image"].dtype == np.uint8
   assert batch["label"].dtype == np.int32 and batch["label"].max() < 7
-  resumed = input_pipeline.create_train_iterator(c, start_step=3, process_index=0,
+  resumed = data.create_train_iterator(c, start_step=3, process_index=0,
                                                  process_count=1)
   assert_same_batches(batches[3:], [next(resumed) for _ in range(2)])
   counts, examples = collect_eval(c, 2)
   assert counts == [3, 3] and len(examples) == 21
   assert examples[0][0].shape == (10, 16, 16, 3)
   c.num_classes = None
-  assert input_pipeline.get_dataset_info(c).num_classes == 1000
+  assert data.dataset_info(c).num_classes == 1000
 
 
 # ---------------------------------------------------------------- bad input
@@ -325,69 +333,69 @@ def test_corrupt_image_is_named_or_skipped_and_counted(tmp_path):
   truncated.write_bytes(tf.io.encode_jpeg(np.full((64, 64, 3), 90, np.uint8)).numpy()[:200])
   c = tiny_config(dataset="imagefolder", data_dir=str(tmp_path))
   with pytest.raises(ValueError, match="broken.jpg"):
-    list(input_pipeline.create_eval_iterator(c, process_index=0, process_count=1))
+    list(data.create_eval_iterator(c, process_index=0, process_count=1))
   with pytest.raises(ValueError, match="truncated.jpg"):
-    it = input_pipeline.create_train_iterator(c, process_index=0, process_count=1)
+    it = data.create_train_iterator(c, process_index=0, process_count=1)
     for _ in range(3):
       next(it)
 
   c.skip_corrupt_images = True
-  it = input_pipeline.create_eval_iterator(c, process_index=0, process_count=1)
+  it = data.create_eval_iterator(c, process_index=0, process_count=1)
   batches = list(it)
   assert len(batches) == 2  # ceil(8 / 4): the padding takes the skipped file's place.
   assert sum(b["mask"].sum() for b in batches) == 7
   assert it.num_skipped == 1 and it.skipped == [str(bad)]
-  it = input_pipeline.create_train_iterator(c, process_index=0, process_count=1)
+  it = data.create_train_iterator(c, process_index=0, process_count=1)
   ids = np.concatenate([ids_of(next(it)["image"]) for _ in range(3)])  # 2 epochs of 6 real
   assert it.num_skipped >= 1 and it.skipped == [str(truncated)]
   assert sorted(set(ids.tolist())) == list(range(6))
 
 
-def test_non_image_files_and_bad_layouts(tmp_path):
+def test_non_image_files_and_bad_layouts(tmp_path, caplog):
   write_id_folder(tmp_path, {"train": {"a": 2, "b": 2}, "val": {"a": 2, "b": 2}})
   (tmp_path / "train" / "a" / "notes.txt").write_text("hello")
   (tmp_path / "train" / "a" / ".DS_Store").write_text("ignored")
   c = tiny_config(dataset="imagefolder", data_dir=str(tmp_path))
-  with pytest.raises(ValueError, match="notes.txt is not an image file"):
-    input_pipeline.get_dataset_info(c)
-  c.skip_corrupt_images = True
-  assert input_pipeline.get_dataset_info(c).num_train_examples == 4
+  with caplog.at_level(logging.WARNING):
+    assert data.dataset_info(c).num_train_examples == 4
+  assert "Ignoring 1 file(s) without an image extension" in caplog.text
+  assert "notes.txt" in caplog.text and ".DS_Store" not in caplog.text
 
   os.makedirs(tmp_path / "val" / "empty")
   with pytest.raises(ValueError, match="empty holds no image files"):
-    input_pipeline.create_eval_iterator(c, process_index=0, process_count=1)
+    data.create_eval_iterator(c, process_index=0, process_count=1)
   os.rmdir(tmp_path / "val" / "empty")
   c.eval_split = "test"
-  with pytest.raises(FileNotFoundError, match="test.*does not exist"):
-    input_pipeline.get_dataset_info(c)
+  with pytest.raises(FileNotFoundError, match="Split 'test' has no folder"):
+    data.dataset_info(c)
   c.data_dir = str(tmp_path / "missing")
   with pytest.raises(FileNotFoundError, match="missing"):
-    input_pipeline.get_dataset_info(c)
+    data.dataset_info(c)
   c.data_dir = None
   with pytest.raises(ValueError, match="needs config.data_dir"):
-    input_pipeline.get_dataset_info(c)
+    data.dataset_info(c)
 
 
 def test_config_errors(tmp_path, id_folder):
   root, _ = id_folder
   c = tiny_config(dataset="imagefolder", data_dir=str(root), batch_size=6)
   with pytest.raises(ValueError, match="batch_size=6 must be a positive multiple.*4"):
-    input_pipeline.create_train_iterator(c, process_index=0, process_count=4)
+    data.create_train_iterator(c, process_index=0, process_count=4)
   c.eval_batch_size = 3
   with pytest.raises(ValueError, match="eval_batch_size=3"):
-    input_pipeline.num_eval_batches(c, 2)
+    data.num_eval_batches(c, 2)
   c.num_classes = 3
   with pytest.raises(ValueError, match="num_classes=3 but.*2 classes"):
-    input_pipeline.get_dataset_info(c)
+    data.dataset_info(c)
   c = tiny_config(dataset="no_such_dataset")
   with pytest.raises(ValueError, match="not a TFDS dataset"):
-    input_pipeline.get_dataset_info(c)
+    data.dataset_info(c)
 
 
 def test_unprepared_tfds_datasets_say_what_to_do(tmp_path):
   c = tiny_config(dataset="imagenet2012", tfds_data_dir=str(tmp_path))
   with pytest.raises(FileNotFoundError) as e:
-    input_pipeline.get_dataset_info(c)
+    data.dataset_info(c)
   message = str(e.value)
   manual = os.path.join(str(tmp_path), "downloads", "manual")
   for needed in ("ILSVRC2012_img_train.tar", "ILSVRC2012_img_val.tar", manual,
@@ -395,38 +403,84 @@ def test_unprepared_tfds_datasets_say_what_to_do(tmp_path):
     assert needed in message
   c.dataset = "cifar10"
   with pytest.raises(FileNotFoundError, match="(?s)not prepared.*tfds build cifar10"):
-    input_pipeline.get_dataset_info(c)
+    data.dataset_info(c)
 
 
-def test_tensorflow_sees_no_gpu():
-  assert not tf.config.get_visible_devices("GPU")
-
-
-def test_benchmark_script_runs(flowers_mini):
+def test_benchmark_script_runs(flowers):
   import importlib.util  # The script is not a package module.
   path = pathlib.Path(__file__).resolve().parents[1] / "benchmarks" / "pipeline_throughput.py"
   spec = importlib.util.spec_from_file_location("pipeline_throughput", path)
   module = importlib.util.module_from_spec(spec)
   spec.loader.exec_module(module)
-  module.main([f"--data_dir={flowers_mini}", "--augmentation=inception", "--image_size=32",
+  module.main([f"--data_dir={flowers}", "--augmentation=inception", "--image_size=32",
                "--resize_size=36", "--batch_size=8", "--seconds=0.2", "--warmup_batches=1"])
 
 
-def test_global_batches_do_not_depend_on_the_process_count(flowers_mini):
-  """Image folders and fake data: process p's batch is the p-th slice of the one
-  global batch, so 1 and 2 processes train on exactly the same examples."""
-  for dataset in ("fake", "imagefolder"):
-    c = default.get_config("tiny")
+def test_global_batches_do_not_depend_on_the_process_count(flowers, tfds_data_dir):
+  """Every source: process p's batch is the p-th slice of the one global batch,
+  so 1 and 2 processes train on exactly the same examples."""
+  for dataset in ("fake", "imagefolder", "sklearn_digits"):
+    c = config_lib.load("default:tiny")
     c.dataset = dataset
-    c.data_dir = str(flowers_mini)
-    c.batch_size = 8
-    c.num_classes = None if dataset == "imagefolder" else 10
+    c.data_dir = str(flowers)
+    c.tfds_data_dir = tfds_data_dir
+    c.batch_size = 8 if dataset != "sklearn_digits" else 240
+    c.num_classes = 10 if dataset == "fake" else None
     c.augmentation = "paper"
-    one = input_pipeline.create_train_iterator(c, start_step=3, process_index=0, process_count=1)
-    two = [input_pipeline.create_train_iterator(c, start_step=3, process_index=p,
+    one = data.create_train_iterator(c, start_step=3, process_index=0, process_count=1)
+    two = [data.create_train_iterator(c, start_step=3, process_index=p,
                                                 process_count=2) for p in range(2)]
-    for _ in range(25):  # past an epoch boundary for the folder (160 images / 8)
+    for _ in range(5):  # past an epoch boundary (15 images / 8; 1437 digits / 240)
       whole = next(one)
       halves = [next(it) for it in two]
       np.testing.assert_array_equal(np.concatenate([h["label"] for h in halves]), whole["label"])
       np.testing.assert_array_equal(np.concatenate([h["image"] for h in halves]), whole["image"])
+
+
+def test_downloadable_tfds_datasets_prepare_themselves_on_first_use(tmp_path, monkeypatch):
+  """A TFDS dataset that downloads its files (here from a local HTTP server) is
+  downloaded and built on first use, as `tfds.load` does."""
+  import functools  # pylint: disable=g-import-not-at-top
+  import http.server  # pylint: disable=g-import-not-at-top
+  import threading  # pylint: disable=g-import-not-at-top
+
+  served = tmp_path / "served"
+  served.mkdir()
+  rng = np.random.default_rng(0)
+  np.savez(served / "shapes.npz", images=rng.integers(0, 256, (12, 8, 8, 3), np.uint8),
+           labels=np.arange(12) % 3)
+  handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(served))
+  server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+  threading.Thread(target=server.serve_forever, daemon=True).start()
+  url = f"http://127.0.0.1:{server.server_address[1]}/shapes.npz"
+
+  class RemoteShapesForTest(tfds.core.GeneratorBasedBuilder):
+    VERSION = tfds.core.Version("1.0.0")
+
+    @tfds.core.utils.classproperty
+    @classmethod
+    def code_path(cls):  # This test module is not in a package, where TFDS looks.
+      return pathlib.Path(__file__)
+
+    def _info(self):
+      return tfds.core.DatasetInfo(builder=self, features=tfds.features.FeaturesDict({
+          "image": tfds.features.Image(shape=(8, 8, 3)),
+          "label": tfds.features.ClassLabel(num_classes=3)}))
+
+    def _split_generators(self, dl_manager):
+      arrays = np.load(dl_manager.download(url))
+      return {"train": self._generate_examples(arrays, range(9)),
+              "test": self._generate_examples(arrays, range(9, 12))}
+
+    def _generate_examples(self, arrays, indices):
+      for i in indices:
+        yield i, {"image": arrays["images"][i], "label": int(arrays["labels"][i])}
+
+  monkeypatch.setattr(tfds_source, "_online", lambda: True)
+  try:
+    c = tiny_config(dataset="remote_shapes_for_test", tfds_data_dir=str(tmp_path / "tfds"))
+    info = data.dataset_info(c)
+  finally:
+    server.shutdown()
+  assert (info.num_train_examples, info.eval_split, info.num_eval_examples) == (9, "test", 3)
+  assert tfds.builder("remote_shapes_for_test", data_dir=str(tmp_path / "tfds")).is_prepared()
