@@ -129,8 +129,8 @@ def _device_peak_mib(device):
 def make_config(variant, batch_size, image_size=None, *, half_precision=False,
                 cpu_kernels="auto", num_classes=1000):
   from alexnet_jax import models  # pylint: disable=g-import-not-at-top
-  from configs import default  # pylint: disable=g-import-not-at-top
-  c = default.get_config()
+  from alexnet_jax import config_lib  # pylint: disable=g-import-not-at-top
+  c = config_lib.base_config()
   c.model.variant = variant
   c.model.cpu_kernels = cpu_kernels
   c.image_size = image_size or models.default_image_size(variant)
@@ -162,24 +162,23 @@ class JaxTrainStep:
     """`state`: a train state of the same model to reuse (skips compiling the initialiser)."""
     import jax  # pylint: disable=g-import-not-at-top
     import numpy as np  # pylint: disable=g-import-not-at-top
-    from alexnet_jax import config_lib, optim, parallel, train  # pylint: disable=g-import-not-at-top
+    from alexnet_jax import config_lib, optim, parallel, steps  # pylint: disable=g-import-not-at-top
     self.config = config
     self.mesh = parallel.create_mesh([device or jax.devices()[0]])
     model = config_lib.create_model(config, config.num_classes)
     tx = optim.create_optimizer(config)
-    step = train.make_train_step(model, tx, optim.create_learning_rate_fn(config, 1000),
+    step = steps.make_train_step(model, tx, optim.create_learning_rate_fn(config, 1000),
                                  config, self.mesh)
-    scalar = jax.ShapeDtypeStruct((), jax.numpy.float32,
-                                  sharding=parallel.replicated(self.mesh))
     start = time.perf_counter()
-    self.compiled = step.lower(train.abstract_train_state(model, tx, config, self.mesh),
-                               train.abstract_batch(config, self.mesh), scalar).compile()
+    self.compiled = step.lower(steps.abstract_train_state(model, tx, config, self.mesh),
+                               steps.abstract_window(self.mesh),
+                               steps.abstract_batch(config, self.mesh)).compile()
     self.compile_s = time.perf_counter() - start
     self.memory_mib = _xla_memory_mib(self.compiled)
-    self.state = state if state is not None else train.create_train_state(model, tx, config,
+    self.state = state if state is not None else steps.create_train_state(model, tx, config,
                                                                            self.mesh)
     self.batch = parallel.to_global(synthetic_batch(config), self.mesh)
-    self.scale = parallel.replicate(np.float32(1.0), self.mesh)
+    self.window = parallel.replicate(steps.empty_window(), self.mesh)
 
   def run(self, steps: int) -> tuple[float, float]:
     """(wall, CPU) seconds per step over `steps` steps (one final sync)."""
@@ -187,7 +186,7 @@ class JaxTrainStep:
     start, cpu = time.perf_counter(), time.process_time()
     metrics = None
     for _ in range(steps):
-      self.state, metrics = self.compiled(self.state, self.batch, self.scale)
+      self.state, metrics = self.compiled(self.state, self.window, self.batch)
     jax.block_until_ready(metrics)
     return ((time.perf_counter() - start) / steps, (time.process_time() - cpu) / steps)
 
@@ -197,20 +196,20 @@ class JaxEvalStep:
 
   def __init__(self, config, device=None):
     import jax  # pylint: disable=g-import-not-at-top
-    from alexnet_jax import config_lib, parallel, train  # pylint: disable=g-import-not-at-top
+    from alexnet_jax import config_lib, models, parallel, steps  # pylint: disable=g-import-not-at-top
     self.mesh = parallel.create_mesh([device or jax.devices()[0]])
     model = config_lib.create_model(config, config.num_classes)
-    step = train.make_eval_step(model, config, self.mesh)
-    params = jax.eval_shape(lambda: train.init_params(model, config, jax.random.key(0)))
+    step = steps.make_eval_step(model, config, self.mesh)
+    params = jax.eval_shape(lambda: models.init_params(model, config.image_size, jax.random.key(0)))
     sharding = parallel.replicated(self.mesh)
     abstract = jax.tree.map(lambda s: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=sharding),
                             params)
     start = time.perf_counter()
-    self.compiled = step.lower(abstract, train.abstract_batch(config, self.mesh,
+    self.compiled = step.lower(abstract, steps.abstract_batch(config, self.mesh,
                                                               eval_batch=True)).compile()
     self.compile_s = time.perf_counter() - start
     self.memory_mib = _xla_memory_mib(self.compiled)
-    self.params = jax.jit(lambda: train.init_params(model, config, jax.random.key(0)),
+    self.params = jax.jit(lambda: models.init_params(model, config.image_size, jax.random.key(0)),
                           out_shardings=sharding)()
     self.batch = parallel.to_global(synthetic_batch(config, eval_batch=True), self.mesh)
 
@@ -438,10 +437,10 @@ def measure_pipeline(augmentation, *, image_size, batch_size, seconds, data_dir=
   decoding is included; without them, the `fake` dataset (no decode) and the
   result says so.
   """
-  from configs import default  # pylint: disable=g-import-not-at-top
+  from alexnet_jax import config_lib  # pylint: disable=g-import-not-at-top
   pipeline = _pipeline_module()
   data_dir = pathlib.Path(data_dir) if data_dir else pipeline.DEFAULT_DATA
-  c = default.get_config()
+  c = config_lib.base_config()
   if (data_dir / "train").is_dir():
     c.dataset, c.data_dir, source = "imagefolder", str(data_dir), str(data_dir)
   else:

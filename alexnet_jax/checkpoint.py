@@ -30,7 +30,6 @@ from orbax.checkpoint import checkpoint_managers as ocp_managers
 
 FORMAT_VERSION = 1
 CHECKPOINT_DIR = "checkpoints"
-ITEM_NAMES = ("params", "opt_state", "meta")
 
 
 class CheckpointError(RuntimeError):
@@ -255,11 +254,6 @@ class Checkpointer:
     self._manager.reload()
 
 
-def config_to_dict(config) -> dict[str, Any]:
-  """A JSON-safe dict of an ml_collections config (tuples become lists)."""
-  return json.loads(config.to_json_best_effort())
-
-
 def save_pretrained(workdir: str, config, params, *, class_names=None, step: int = 0) -> str:
   """Writes a params-only checkpoint (plus config.json) that `inference.load` can open.
 
@@ -267,7 +261,8 @@ def save_pretrained(workdir: str, config, params, *, class_names=None, step: int
   optimiser state.
   """
   os.makedirs(workdir, exist_ok=True)
-  config_dict = config_to_dict(config)
+  from alexnet_jax import config_lib  # pylint: disable=g-import-not-at-top
+  config_dict = config_lib.to_dict(config)
   with open(os.path.join(workdir, "config.json"), "w") as f:
     json.dump(config_dict, f, indent=2)
   ckpt = Checkpointer(os.path.join(workdir, CHECKPOINT_DIR), async_save=False)

@@ -23,7 +23,6 @@ writes a params-only checkpoint (the training loop's Orbax layout, step 0)
 plus config.json via `alexnet_jax.checkpoint.save_pretrained`.
 """
 
-import importlib.util
 import math
 import os
 import sys
@@ -184,17 +183,10 @@ def load_torch_state_dict(path):
   return obj
 
 
-def _default_config():
-  """configs/default.py's get_config(), imported by path if `configs` is not importable."""
-  try:
-    from configs import default  # pylint: disable=g-import-not-at-top
-  except ImportError:
-    path = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
-                        "configs", "default.py")
-    spec = importlib.util.spec_from_file_location("alexnet_jax_default_config", path)
-    default = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(default)
-  return default.get_config()
+# The recipe each convertible variant's PyTorch weights were trained with;
+# it sets the eval preprocessing (torchvision: Resize(256), CenterCrop(224),
+# ImageNet mean/std; seed: Resize((224, 224)), mean/std 0.5).
+RECIPES = {"torchvision": "torchvision", "seed": "seed"}
 
 
 def convert_checkpoint(variant, torch_checkpoint, workdir, *, num_classes=None):
@@ -205,9 +197,11 @@ def convert_checkpoint(variant, torch_checkpoint, workdir, *, num_classes=None):
   from alexnet_jax import checkpoint  # pylint: disable=g-import-not-at-top
   params = from_torch_state_dict(load_torch_state_dict(torch_checkpoint), variant,
                                  num_classes=num_classes)
-  config = _default_config()
-  config.model.variant = variant
+  from alexnet_jax import config_lib  # pylint: disable=g-import-not-at-top
+  config = config_lib.load(RECIPES[variant])
   config.num_classes = int(params["fc8"]["bias"].shape[0])
+  if config.num_classes == 1000:
+    config.dataset = "imagenet2012"  # ILSVRC-2012 class names for predictions.
   return checkpoint.save_pretrained(workdir, config, params)
 
 

@@ -72,44 +72,36 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
+from flax import traverse_util  # noqa: E402
 
 INPUTS = ("uint8", "float")
 
 
 def _flat_params(params) -> dict[str, np.ndarray]:
   """{"conv1/kernel": array, ...}: a pytree any loader rebuilds with np.load."""
-  flat = {}
-  for path, leaf in jax.tree_util.tree_flatten_with_path(jax.device_get(params))[0]:
-    flat["/".join(str(getattr(k, "key", k)) for k in path)] = np.asarray(leaf)
-  return flat
+  return {k: np.asarray(v) for k, v in
+          traverse_util.flatten_dict(jax.device_get(params), sep="/").items()}
+
+
+def _unflatten(flat: dict[str, np.ndarray]):
+  return traverse_util.unflatten_dict(flat, sep="/")
 
 
 def _forward_fn(predictor, input_kind: str):
   """(params, images) -> probabilities, for uint8 crops or normalised floats."""
-  from alexnet_jax import inference  # pylint: disable=g-import-not-at-top
+  from alexnet_jax import evaluation  # pylint: disable=g-import-not-at-top
   model, config = predictor.model, predictor.config
   if input_kind == "uint8":
-    return functools.partial(inference.forward, model, config)
+    normalize = functools.partial(evaluation.normalize_images, mean_rgb=config.mean_rgb,
+                                  std_rgb=config.std_rgb)
+  else:
+    normalize = lambda images: images
 
-  def forward_float(params, images):
-    k = images.shape[1] if images.ndim == 5 else 0
-    flat = images.reshape((-1,) + images.shape[-3:]) if k else images
-    logits = model.apply({"params": params}, flat, train=False).astype(jnp.float32)
-    probs = jax.nn.softmax(logits)
-    return probs.reshape(-1, k, probs.shape[-1]).mean(axis=1) if k else probs
+  def forward(params, images):
+    return jnp.exp(evaluation.log_probabilities(
+        lambda x: model.apply({"params": params}, normalize(x), train=False), images))
 
-  return forward_float
-
-
-def _unflatten(flat: dict[str, np.ndarray]):
-  tree: dict = {}
-  for key, value in flat.items():
-    node = tree
-    *parents, leaf = key.split("/")
-    for p in parents:
-      node = node.setdefault(p, {})
-    node[leaf] = value
-  return tree
+  return forward
 
 
 def export_predictor(predictor, output: str, *, crops: int | None = None,

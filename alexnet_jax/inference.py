@@ -14,14 +14,13 @@ wrote them: a checkpoint trained on 8 accelerators opens on one CPU and vice
 versa. The model is rebuilt from the config stored in the checkpoint, so no
 config file or flag is needed.
 
-Why preprocessing reuses `alexnet_jax.augment`: a predictor that resizes or
-crops even slightly differently from the eval pipeline reports accuracies the
-eval never measured. `predict` runs the very function the eval pipeline maps,
-`augment.eval_preprocess_fn(config)` (shorter side to `config.resize_size`
-with antialiasing, then the centre `config.image_size` crop or the paper's 10
-crops), and normalises on the device with `train.normalize_images`; with 10
-crops the softmax outputs are averaged, as the eval step does. Tests check
-both against the eval pipeline's batches and the run's logged eval metrics.
+Why preprocessing reuses `alexnet_jax.data.augment`: a predictor that
+resizes or crops even slightly differently from the eval pipeline reports
+accuracies the eval never measured. `predict` runs the very function the eval
+pipeline maps, `augment.eval_preprocess_fn(config)`, and the forward pass of
+the eval step, `evaluation.log_probabilities` (softmax averaged over crops).
+Tests check both against the eval pipeline's batches and the run's logged
+eval metrics.
 
 Inference is single-process: under `jax.distributed` call it on one process
 (it uses that process's local devices only).
@@ -50,7 +49,8 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
 from alexnet_jax import checkpoint as ckpt_lib
 from alexnet_jax import config_lib
-from alexnet_jax import train as train_lib
+from alexnet_jax import evaluation
+from alexnet_jax import models
 
 CROPS = (1, 10)
 _BATCH_AXIS = "batch"
@@ -151,7 +151,7 @@ def _config_from(meta: dict, workdir: str) -> ml_collections.ConfigDict:
           "be rebuilt. Copy the run's config.json next to its checkpoints/.")
     with open(path) as f:
       config = json.load(f)
-  return ml_collections.ConfigDict(config)
+  return config_lib.from_dict(config)
 
 
 def inference_mesh(devices=None) -> Mesh:
@@ -261,15 +261,10 @@ class Predictor:
 def forward(model, config, params, crops):
   """uint8 crops [B, S, S, 3] or [B, K, S, S, 3] -> float32 probabilities [B, classes].
 
-  The eval step's arithmetic: normalise on the device, logits in float32,
-  softmax averaged over the K crops when there are several.
+  The eval step's forward pass (`evaluation.log_probabilities`), exponentiated.
   """
-  k = crops.shape[1] if crops.ndim == 5 else 0
-  images = crops.reshape((-1,) + crops.shape[-3:]) if k else crops
-  images = train_lib.normalize_images(images, config.mean_rgb, config.std_rgb)
-  logits = model.apply({"params": params}, images, train=False).astype(jnp.float32)
-  probs = jax.nn.softmax(logits)
-  return probs.reshape(-1, k, probs.shape[-1]).mean(axis=1) if k else probs
+  return jnp.exp(evaluation.model_log_probabilities(model, params, crops, config.mean_rgb,
+                                                    config.std_rgb))
 
 
 def _bucket(n: int, num_devices: int) -> int:
@@ -322,7 +317,8 @@ def load(workdir_or_checkpoint_dir, step: int | None = None, *, devices=None) ->
     num_classes = int(meta.get("num_classes") or config.get("num_classes")
                       or np.shape(jax.tree.leaves(stored)[-1])[-1])
     model = config_lib.create_model(config, num_classes)
-    expected = jax.eval_shape(lambda: train_lib.init_params(model, config, jax.random.key(0)))
+    expected = jax.eval_shape(
+        lambda: models.init_params(model, config.image_size, jax.random.key(0)))
     diffs = ckpt_lib.shape_differences(expected, stored)
     if diffs:
       raise ckpt_lib.CheckpointError(
@@ -354,12 +350,10 @@ def _eval_crop_fn(config, crops: int):
   Run eagerly here; the pipeline maps the same function in tf.data, and these
   ops give the same pixels either way.
   """
-  from alexnet_jax import augment  # pylint: disable=g-import-not-at-top  (imports TF)
   from alexnet_jax import runtime  # pylint: disable=g-import-not-at-top
+  from alexnet_jax.data import augment  # pylint: disable=g-import-not-at-top  (imports TF)
   runtime.hide_accelerators_from_tensorflow()
-  config = ml_collections.ConfigDict(config.to_dict())
-  config.eval_crops = crops
-  return augment.eval_preprocess_fn(config)
+  return augment.eval_preprocess_fn(config, crops)
 
 
 def _as_list(images) -> list:

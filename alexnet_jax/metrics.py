@@ -1,29 +1,31 @@
-"""Metric writers and the arithmetic that turns (sum, count) pairs into numbers.
+"""Metric writers, and the arithmetic that turns (sum, count) pairs into numbers.
 
-Steps return sums (loss, correct top-1/top-5) and counts, already summed over
-devices with `psum`. Summing again over a logging window or a whole eval pass
-and dividing once keeps the averages exact, padding included (padded examples
-contribute 0 to every sum and to the count).
+Steps return sums (loss, correct top-1/top-5) and counts, already added over
+devices with `psum`; dividing once per logging window or eval pass keeps the
+averages exact, padding included (padded examples add 0 to every sum and to
+the count).
 
-Writers: clu's default writer (console log + TensorBoard) plus a JSONL mirror,
-`workdir/metrics.jsonl`, one object per write, always with `"step"`. Only
-process 0 writes files; other processes log to their console only.
+Writers: TensorBoard event files plus a JSONL mirror, `WORKDIR/metrics.jsonl`
+(one object per write, always with "step"; `workdir.read_metrics` reads it).
+Writes run on a background thread in order, so the loop never waits for a
+file. Only process 0 writes files.
 """
 
 from __future__ import annotations
 
 import json
-import math
-import os
+import logging
 import threading
-from typing import Any, Mapping, Sequence
+from typing import Any, Mapping
 
 import jax
 import numpy as np
 from clu import metric_writers
 from clu.metric_writers import interface
 
-METRICS_FILE = "metrics.jsonl"
+from alexnet_jax import workdir as workdir_lib
+
+read_metrics = workdir_lib.read_metrics
 
 
 def _to_python(value):
@@ -34,19 +36,28 @@ def _to_python(value):
 class JsonlWriter(interface.MetricWriter):
   """Appends scalars to a JSON-lines file, one line per `write_scalars` call.
 
-  The file is the machine-readable record of a run: sweeps and notebooks read
-  it without TensorFlow. Lines are flushed at once so a killed run keeps them.
+  The machine-readable record of a run: sweeps and notebooks read it without
+  TensorFlow. Each line is flushed at once, so a killed run keeps it.
   """
 
-  def __init__(self, path: str):
-    self._path = path
+  def __init__(self, target):
+    self._path = workdir_lib.path(target)
     self._lock = threading.Lock()
 
   def write_scalars(self, step: int, scalars: Mapping[str, Any]):
     record = {"step": int(step)}
     record.update({k: _to_python(v) for k, v in scalars.items()})
-    with self._lock, open(self._path, "a") as f:
-      f.write(json.dumps(record) + "\n")
+    line = json.dumps(record) + "\n"
+    with self._lock:
+      if workdir_lib.is_local(self._path):
+        with open(self._path, "a") as f:  # Plain open: appends, and no path layer in between.
+          f.write(line)
+      else:  # Object stores cannot append: upload the whole (small) file again.
+        try:
+          text = self._path.read_text()
+        except FileNotFoundError:
+          text = ""
+        self._path.write_text(text + line)
 
   def write_summaries(self, step, values, metadata=None):
     scalars = {k: v for k, v in values.items() if np.asarray(v).ndim == 0}
@@ -78,58 +89,47 @@ class JsonlWriter(interface.MetricWriter):
     pass
 
 
-def create_writer(workdir: str) -> metric_writers.MetricWriter:
-  """Console + TensorBoard + metrics.jsonl on process 0; console only elsewhere."""
+class _ConsoleWriter(JsonlWriter):
+  """One short line per write on the log: `step 120  train_loss 1.23  train_top1 0.45 ...`.
+
+  Hyperparameters go to config.json and TensorBoard, not the console.
+  """
+
+  def __init__(self):  # pylint: disable=super-init-not-called
+    pass
+
+  def write_scalars(self, step, scalars):
+    parts = [f"{k} {_to_python(v):.4g}" if isinstance(_to_python(v), float)
+             else f"{k} {_to_python(v)}" for k, v in sorted(scalars.items())]
+    logging.info("step %d  %s", step, "  ".join(parts))
+
+
+def create_writer(workdir) -> metric_writers.MetricWriter:
+  """Console + TensorBoard + metrics.jsonl on process 0 (console only elsewhere), asynchronous."""
   if jax.process_index() != 0:
-    return metric_writers.create_default_writer(just_logging=True)
-  default = metric_writers.create_default_writer(workdir, asynchronous=False)
-  return metric_writers.MultiWriter([default, JsonlWriter(os.path.join(workdir, METRICS_FILE))])
+    return _ConsoleWriter()
+  writers = [_ConsoleWriter(), metric_writers.SummaryWriter(str(workdir)),
+             JsonlWriter(workdir_lib.path(workdir) / workdir_lib.METRICS_FILE)]
+  return metric_writers.AsyncWriter(metric_writers.MultiWriter(writers))
 
 
-def read_metrics(workdir: str) -> list[dict[str, Any]]:
-  """All records of `workdir/metrics.jsonl` (an empty list when there is none)."""
-  path = os.path.join(workdir, METRICS_FILE)
-  if not os.path.exists(path):
-    return []
-  with open(path) as f:
-    return [json.loads(line) for line in f if line.strip()]
+def summarize_train(window: Mapping[str, Any]) -> dict[str, float]:
+  """A logging window's sums (fetched) -> train_loss, train_top1, grad_norm, learning_rate."""
+  count = max(float(window["count"]), 1.0)
+  steps = max(float(window["num_steps"]), 1.0)
+  return {"train_loss": float(window["loss_sum"]) / count,
+          "train_top1": float(window["top1_sum"]) / count,
+          "grad_norm": float(window["grad_norm_sum"]) / steps,
+          "learning_rate": float(window["learning_rate"])}
 
 
-def sum_trees(trees: Sequence[Mapping[str, Any]]) -> dict[str, float]:
-  """Adds per-step metric dicts leaf by leaf on the host (one device fetch)."""
-  fetched = jax.device_get(list(trees))
-  out: dict[str, float] = {}
-  for tree in fetched:
-    for k, v in tree.items():
-      out[k] = out.get(k, 0.0) + float(np.asarray(v, dtype=np.float64))
-  return out
-
-
-def summarize_train(window: Sequence[Mapping[str, Any]]) -> dict[str, float]:
-  """Averages a logging window of train-step outputs into train_loss / train_top1."""
-  sums = sum_trees(window)
-  count = max(sums.get("count", 0.0), 1.0)
-  out = {"train_loss": sums["loss_sum"] / count, "train_top1": sums["top1_sum"] / count}
-  if "grad_norm" in sums:
-    out["grad_norm"] = sums["grad_norm"] / len(window)
-  return out
-
-
-def summarize_eval(sums: Mapping[str, float], prefix: str = "eval") -> dict[str, float]:
-  """Turns summed eval outputs into eval_loss / eval_top1 / eval_top5 / eval_examples."""
-  count = sums["count"]
+def summarize_eval(sums: Mapping[str, Any], prefix: str = "eval") -> dict[str, float]:
+  """Summed eval outputs (fetched) -> eval_loss / eval_top1 / eval_top5 / eval_examples."""
+  count = float(sums["count"])
   safe = max(count, 1.0)
   return {
-      f"{prefix}_loss": sums["loss_sum"] / safe,
-      f"{prefix}_top1": sums["top1_sum"] / safe,
-      f"{prefix}_top5": sums["top5_sum"] / safe,
+      f"{prefix}_loss": float(sums["loss_sum"]) / safe,
+      f"{prefix}_top1": float(sums["top1_sum"]) / safe,
+      f"{prefix}_top5": float(sums["top5_sum"]) / safe,
       f"{prefix}_examples": int(round(count)),
   }
-
-
-def first_non_finite_step(losses: Sequence[tuple[int, Any]]) -> int | None:
-  """The first step whose loss (or gradient norm) is NaN/inf, else None."""
-  for step, value in jax.device_get(list(losses)):
-    if not math.isfinite(float(np.asarray(value))):
-      return int(step)
-  return None

@@ -59,12 +59,12 @@ import sys
 import time
 from typing import Any, Mapping, Sequence
 
+from alexnet_jax import workdir as workdir_lib
+
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 POINT_FILE = "sweep_point.json"  # per point: status, command, wall time
 LOG_FILE = "sweep.log"  # per point: the training run's stdout and stderr
 SWEEP_FILE = "sweep.json"  # per sweep: the sweep spec and its points in order
-METRICS_FILE = "metrics.jsonl"  # written by the training loop (alexnet_jax/metrics.py)
-DONE_FILE = "done.json"  # written by train.train_and_evaluate when a run has ended
 BASELINE = "baseline"  # name of the point with no overrides
 MAX_NAME_LEN = 160  # longer names are cut and made unique with a hash
 
@@ -285,26 +285,6 @@ def print_commands(points, *, sweep_path, arg, workdir, extra=(), out=None):
 # ----------------------------------------------------------------------------
 
 
-def read_jsonl(path: str) -> list[dict[str, Any]]:
-  """Records of a metrics.jsonl (a torn last line from a killed run is ignored).
-
-  Read here rather than via alexnet_jax.metrics, which imports JAX and clu.
-  """
-  if not os.path.exists(path):
-    return []
-  records = []
-  with open(path) as f:
-    for line in f:
-      line = line.strip()
-      if not line:
-        continue
-      try:
-        records.append(json.loads(line))
-      except json.JSONDecodeError:
-        continue
-  return records
-
-
 def read_point_state(point_dir: str) -> dict[str, Any]:
   path = os.path.join(point_dir, POINT_FILE)
   if not os.path.exists(path):
@@ -326,12 +306,8 @@ def run_finished(point_dir: str) -> bool:
   train.train_and_evaluate writes done.json only then (and removes it when a
   run starts), so a run stopped early (SIGTERM, crash, kill) never has one.
   """
-  try:
-    with open(os.path.join(point_dir, DONE_FILE)) as f:
-      done = json.load(f)
-  except (OSError, ValueError):
-    return False
-  return done.get("step") == done.get("total_steps")
+  done = workdir_lib.read_done(point_dir)
+  return done is not None and done.get("step", -1) >= done.get("total_steps", 0)
 
 
 class _Forwarder:
@@ -434,7 +410,7 @@ def run_points(points: Sequence[Point], *, sweep_path: str, arg: str | None, wor
         finished.append(point.name)
         continue
       why = (f"exit code {returncode}" if returncode != 0
-             else f"exited 0 without finishing: no {DONE_FILE}")
+             else f"exited 0 without finishing: no {workdir_lib.DONE_FILE}")
       say(f"{tag}: FAILED ({why}); last lines of {os.path.join(point_dir, LOG_FILE)}:")
       for line in _tail(os.path.join(point_dir, LOG_FILE), 15):
         print(f"    {line}", file=out)
@@ -482,7 +458,7 @@ def summarize_point(point_dir: str, *, target_train_top1: float = 0.75) -> Point
   for points run elsewhere (e.g. from --print_commands) it falls back to the
   largest `uptime` the training loop logged, which covers its last process only.
   """
-  records = read_jsonl(os.path.join(point_dir, METRICS_FILE))
+  records = workdir_lib.read_metrics(point_dir)
   state = read_point_state(point_dir)
   evals = [r for r in records if "eval_top1" in r]
   # A resumed run may log a step twice; the later record is the one that counts.
@@ -533,7 +509,7 @@ def point_dirs(workdir: str) -> list[str]:
       ordered = [p["name"] for p in json.load(f).get("points", [])]
   present = sorted(
       n for n in os.listdir(workdir)
-      if os.path.isfile(os.path.join(workdir, n, METRICS_FILE))
+      if os.path.isfile(os.path.join(workdir, n, workdir_lib.METRICS_FILE))
       or os.path.isfile(os.path.join(workdir, n, POINT_FILE)))
   names = [n for n in ordered if n in present] + [n for n in present if n not in ordered]
   return [os.path.join(workdir, n) for n in names]
@@ -572,7 +548,7 @@ def write_report(workdir: str, *, target_train_top1: float = 0.75) -> str:
   """
   dirs = point_dirs(workdir)
   if not dirs:
-    raise FileNotFoundError(f"No sweep points (subdirectories with {METRICS_FILE}) in {workdir}.")
+    raise FileNotFoundError(f"No sweep points (subdirectories with {workdir_lib.METRICS_FILE}) in {workdir}.")
   results = [summarize_point(d, target_train_top1=target_train_top1) for d in dirs]
   target_err = 1.0 - target_train_top1
   lines = [f"# Sweep report: {workdir}", ""]

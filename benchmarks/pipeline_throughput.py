@@ -1,6 +1,6 @@
 """Throughput of the training input pipeline, in images/s per CPU core.
 
-Runs `input_pipeline.create_train_iterator` on an image folder (by default the
+Runs `data.create_train_iterator` on an image folder (by default the
 flowers-mini JPEGs) exactly as training would, for each augmentation asked
 for, and reports:
 
@@ -34,8 +34,8 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import tensorflow as tf  # noqa: E402
 
-from configs import default  # noqa: E402
-from alexnet_jax import input_pipeline  # noqa: E402
+from alexnet_jax import config_lib  # noqa: E402
+from alexnet_jax import data  # noqa: E402
 
 DEFAULT_DATA = pathlib.Path(__file__).resolve().parents[2] / "shared" / "data" / "flowers-mini"
 
@@ -66,7 +66,7 @@ def measure(config, *, seconds, warmup_batches):
   if config.augmentation == "baseline":
     it = baseline_iterator(config)
   else:
-    it = input_pipeline.create_train_iterator(config, process_index=0, process_count=1)
+    it = data.create_train_iterator(config, process_index=0, process_count=1)
   for _ in range(warmup_batches):
     next(it)
   images, wall0, cpu0 = 0, time.perf_counter(), cpu_seconds()
@@ -88,11 +88,11 @@ def main(argv=None):
   parser.add_argument("--warmup_batches", type=int, default=5)
   args = parser.parse_args(argv)
 
-  cores = input_pipeline.available_cores()
+  cores = data.available_cores()
   print(f"{args.data_dir}: batch {args.batch_size}, {args.image_size}px, {cores} cores, "
         f"{args.seconds:.0f}s per run after {args.warmup_batches} warm-up batches")
   for augmentation in args.augmentation.split(","):
-    config = default.get_config()
+    config = config_lib.base_config()
     config.dataset = "imagefolder"
     config.data_dir = args.data_dir
     config.augmentation = augmentation.strip()

@@ -44,7 +44,7 @@ def trained_digits(root: str, tfds_data_dir: str) -> str:
 
 def digits_test_images(n):
   """The first n raw test-split digits: uint8 [n, 8, 8, 1] greyscale, and labels."""
-  from alexnet_jax.datasets import sklearn_digits  # pylint: disable=g-import-not-at-top
+  from alexnet_jax.data import sklearn_digits  # pylint: disable=g-import-not-at-top
   images, labels, _ = sklearn_digits.load_split_arrays()["test"]
   return images[:n], labels[:n]
 

@@ -15,8 +15,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from alexnet_jax import cpu_kernels, models, optim, parallel, train
-from configs import default
+from alexnet_jax import cpu_kernels, models, optim, parallel, steps
+from alexnet_jax import config_lib
 
 RTOL = 1e-5
 
@@ -262,7 +262,7 @@ def _convolutions_on_ynnpack(hlo_text):
                     reason="XLA option not verified for this jaxlib")
 def test_train_and_eval_steps_follow_model_cpu_kernels():
   """`model.cpu_kernels` alone decides whether the steps' convolutions leave YNNPACK."""
-  config = default.get_config()
+  config = config_lib.base_config()
   config.image_size, config.batch_size = 99, 8
   mesh = parallel.create_mesh(jax.devices()[:1])
   counts = {}
@@ -270,13 +270,13 @@ def test_train_and_eval_steps_follow_model_cpu_kernels():
     model = models.create_model("seed", num_classes=10, cpu_kernels=setting)
     tx = optim.create_optimizer(config)
     lr_fn = optim.create_learning_rate_fn(config, steps_per_epoch=10)
-    step = train.make_train_step(model, tx, lr_fn, config, mesh)
-    eval_step = train.make_eval_step(model, config, mesh)
-    state = train.abstract_train_state(model, tx, config, mesh)
-    compiled = step.lower(state, train.abstract_batch(config, mesh),
-                          jax.ShapeDtypeStruct((), jnp.float32)).compile()
+    step = steps.make_train_step(model, tx, lr_fn, config, mesh)
+    eval_step = steps.make_eval_step(model, config, mesh)
+    state = steps.abstract_train_state(model, tx, config, mesh)
+    compiled = step.lower(state, steps.abstract_window(mesh),
+                          steps.abstract_batch(config, mesh)).compile()
     compiled_eval = eval_step.lower(state.params,
-                                    train.abstract_batch(config, mesh, eval_batch=True)).compile()
+                                    steps.abstract_batch(config, mesh, eval_batch=True)).compile()
     counts[setting] = (_convolutions_on_ynnpack(compiled.as_text()),
                        _convolutions_on_ynnpack(compiled_eval.as_text()))
   assert counts["on"] == (0, 0)

@@ -20,7 +20,7 @@ import pytest
 from alexnet_jax import checkpoint as ckpt_lib
 from alexnet_jax import config_lib
 from alexnet_jax import inference
-from alexnet_jax import input_pipeline
+from alexnet_jax import data
 from alexnet_jax import metrics as metrics_lib
 from tests import inference_testlib as testlib
 
@@ -62,7 +62,7 @@ def test_preprocessing_is_exactly_the_eval_pipelines(predictor):
   ours = predictor.preprocess(images)
   assert ours.shape == (360, 32, 32, 3) and ours.dtype == np.uint8
   theirs = []
-  for batch in input_pipeline.create_eval_iterator(predictor.config):
+  for batch in data.create_eval_iterator(predictor.config):
     theirs.extend(batch["image"][batch["mask"]])
   assert len(theirs) == 360
   # TFDS stores the split in its own order: compare as multisets of images.
@@ -71,7 +71,7 @@ def test_preprocessing_is_exactly_the_eval_pipelines(predictor):
 
 def test_predictions_reproduce_the_logged_eval_metrics(predictor, workdir):
   top1 = nll = count = 0.0
-  for batch in input_pipeline.create_eval_iterator(predictor.config):
+  for batch in data.create_eval_iterator(predictor.config):
     probs = predictor.predict_crops(batch["image"])
     mask = batch["mask"]
     labels = batch["label"][mask]
@@ -212,15 +212,36 @@ def test_pretrained_checkpoint_from_the_torch_converter(tmp_path):
   loaded = inference.load(tmp_path / "converted")
   assert loaded.step == 0 and loaded.num_classes == 4
   assert loaded.class_names == ["class_0", "class_1", "class_2", "class_3"]
+  # The seed's own eval recipe: the whole image stretched to 224x224, mean/std 0.5.
+  assert loaded.default_crops() == 1 and loaded.config.eval_resize == "stretch"
+  assert tuple(loaded.config.mean_rgb) == (0.5, 0.5, 0.5)
   image = np.random.default_rng(4).integers(0, 256, (256, 300, 3), dtype=np.uint8)
-  crop = loaded.preprocess(image, crops=1)[0]  # default config: 224 centre of a 256 resize
+  crop = loaded.preprocess(image)[0]
   assert crop.shape == (224, 224, 3)
   mean = np.asarray(loaded.config.mean_rgb) * 255
   std = np.asarray(loaded.config.std_rgb) * 255
   x = torch.from_numpy(((crop - mean) / std).astype(np.float32).transpose(2, 0, 1)[None])
   with torch.no_grad():
     expected = torch.softmax(ref(x), -1).numpy()[0]
-  np.testing.assert_allclose(loaded.predict(image, crops=1)[0], expected, atol=1e-5)
+  np.testing.assert_allclose(loaded.predict(image)[0], expected, atol=1e-5)
+
+
+def test_converted_torchvision_weights_evaluate_like_torchvision(tmp_path):
+  """Resize(256), CenterCrop(224), ImageNet mean/std, one crop, unless asked for ten."""
+  torch = pytest.importorskip("torch")
+  from alexnet_jax import convert
+  from tests.test_convert import torch_model
+
+  torch.save(torch_model("torchvision", 3).state_dict(), tmp_path / "tv.pth")
+  convert.convert_checkpoint("torchvision", str(tmp_path / "tv.pth"), str(tmp_path / "tv"))
+  loaded = inference.load(tmp_path / "tv")
+  config = loaded.config
+  assert loaded.default_crops() == 1
+  assert (config.resize_size, config.image_size, config.eval_resize) == (256, 224, "shorter_side")
+  assert tuple(config.mean_rgb) == config_lib.IMAGENET_MEAN_RGB
+  image = np.random.default_rng(5).integers(0, 256, (240, 320, 3), dtype=np.uint8)
+  assert loaded.preprocess(image).shape == (1, 224, 224, 3)
+  assert loaded.predict(image, crops=10).shape == (1, 3)
 
 
 def test_imagenet_class_names_are_readable():

@@ -22,6 +22,7 @@ import textwrap
 import pytest
 
 from alexnet_jax import sweep
+from alexnet_jax import workdir as workdir_lib
 from tests.conftest import REPO_ROOT
 
 # ----------------------------------------------------------------------------- grids and names
@@ -212,8 +213,8 @@ def _state(runs, name):
 
 
 def _train_steps(runs, name):
-  return [r["step"] for r in sweep.read_jsonl(os.path.join(runs["workdir"], name,
-                                                           "metrics.jsonl")) if "train_loss" in r]
+  return [r["step"] for r in workdir_lib.read_metrics(os.path.join(runs["workdir"], name))
+          if "train_loss" in r]
 
 
 def test_printed_commands_are_runnable(sweep_runs):
@@ -227,7 +228,7 @@ def test_printed_commands_are_runnable(sweep_runs):
     assert f"--config={sweep_runs['spec']}" in argv
   proc = sweep_runs["printed_run"]
   assert proc.returncode == 0, proc.stderr[-3000:]
-  records = sweep.read_jsonl(os.path.join(sweep_runs["workdir"], RELU, "metrics.jsonl"))
+  records = workdir_lib.read_metrics(os.path.join(sweep_runs["workdir"], RELU))
   assert sweep.run_finished(os.path.join(sweep_runs["workdir"], RELU))
   assert records[-1]["step"] == 4 and "eval_top1" in records[-1]
   config = json.load(open(os.path.join(sweep_runs["workdir"], RELU, "config.json")))
@@ -310,7 +311,7 @@ def test_report_reads_the_numbers_from_metrics(tmp_path):
       {"step": 40, "train_loss": 1.5, "train_top1": 0.70},
       {"step": 40, "eval_loss": 1.6, "eval_top1": 0.55, "eval_top5": 0.85, "eval_examples": 360},
   ], torn_tail=True)
-  with open(workdir / b / sweep.DONE_FILE, "w") as f:  # what train.py writes at the end
+  with open(workdir / b / workdir_lib.DONE_FILE, "w") as f:  # what train.py writes at the end
     json.dump({"step": 40, "total_steps": 40, "metrics": {}}, f)
   # Metrics but no done.json: a run that stopped early.
   _write_metrics(workdir / "stopped", [{"step": 10, "train_loss": 2.3, "train_top1": 0.1}])

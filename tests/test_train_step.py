@@ -6,19 +6,20 @@ import numpy as np
 import pytest
 from jax.sharding import PartitionSpec as P
 
-from alexnet_jax import optim, parallel, train
-from configs import default
+from alexnet_jax import evaluation, models, optim, parallel, steps
+from alexnet_jax import config_lib
 from tests.helpers import TinyNet, random_batch
 
 
 def _config(**overrides):
-  c = default.get_config()
+  c = config_lib.base_config()
   c.image_size = 16
   c.batch_size = 16
   c.eval_batch_size = 16
   c.learning_rate = 0.1
   c.lr_schedule = "constant"
   c.eval_crops = 1
+  c.log_every_steps = 1
   c.update(overrides)
   return c
 
@@ -27,13 +28,13 @@ def _run_steps(num_devices, config, batches, model):
   mesh = parallel.create_mesh(jax.devices()[:num_devices])
   tx = optim.create_optimizer(config)
   lr_fn = optim.create_learning_rate_fn(config, steps_per_epoch=10)
-  state = train.create_train_state(model, tx, config, mesh)
-  step = train.make_train_step(model, tx, lr_fn, config, mesh)
-  scale = parallel.replicate(np.float32(1.0), mesh)
+  state = steps.create_train_state(model, tx, config, mesh)
+  step = steps.make_train_step(model, tx, lr_fn, config, mesh)
+  window = parallel.replicate(steps.empty_window(), mesh)
   losses = []
   for b in batches:
-    state, m = step(state, parallel.to_global(b, mesh), scale)
-    losses.append(float(m["loss_sum"] / m["count"]))
+    state, window = step(state, window, parallel.to_global(b, mesh))
+    losses.append(float(window["loss_sum"] / window["count"]))  # log_every_steps=1
   return jax.device_get(state.params), losses
 
 
@@ -49,7 +50,7 @@ def test_one_device_equals_eight_devices():
   for a, b in zip(jax.tree.leaves(params1), jax.tree.leaves(params8)):
     np.testing.assert_allclose(b, a, rtol=1e-5, atol=1e-7)
   # Guard against a test that passes because nothing moved.
-  init = jax.device_get(train.init_params(model, config, jax.random.key(config.seed)))
+  init = jax.device_get(models.init_params(model, config.image_size, jax.random.key(config.seed)))
   moved = max(float(np.abs(a - b).max()) for a, b in zip(jax.tree.leaves(params1),
                                                          jax.tree.leaves(init)))
   assert moved > 1e-3
@@ -61,12 +62,12 @@ def test_gradient_is_the_global_mean():
   model = TinyNet()
   batch = random_batch(16, seed=3)
   params8, _ = _run_steps(8, config, [batch], model)
-  init = train.init_params(model, config, jax.random.key(config.seed))
+  init = models.init_params(model, config.image_size, jax.random.key(config.seed))
 
   def loss(p):
-    x = train.normalize_images(jnp.asarray(batch["image"]), config.mean_rgb, config.std_rgb)
+    x = evaluation.normalize_images(jnp.asarray(batch["image"]), config.mean_rgb, config.std_rgb)
     logits = model.apply({"params": p}, x, train=False)
-    return train.cross_entropy(logits, jnp.asarray(batch["label"])).mean()
+    return steps.cross_entropy(logits, jnp.asarray(batch["label"])).mean()
 
   grads = jax.grad(loss)(init)
   expected = jax.tree.map(lambda p, g: p - config.learning_rate * g, init, grads)
@@ -79,7 +80,7 @@ def test_dropout_keys_differ_per_device_and_step():
   root = jax.random.key(0)
 
   def keys(step):
-    f = jax.shard_map(lambda: jax.random.key_data(train.device_dropout_key(root, step))[None],
+    f = jax.shard_map(lambda: jax.random.key_data(steps.device_dropout_key(root, step))[None],
                       mesh=mesh, in_specs=(), out_specs=P("data"), check_vma=False)
     return np.asarray(f()).reshape(8, -1)
 
@@ -94,18 +95,18 @@ def test_eval_step_masks_padding_exactly(crops):
   config = _config(eval_crops=crops)
   model = TinyNet()
   mesh = parallel.create_mesh(jax.devices()[:8])
-  params = train.init_params(model, config, jax.random.key(1))
+  params = models.init_params(model, config.image_size, jax.random.key(1))
   mask = np.arange(16) < 11
   batch = random_batch(16, seed=5, mask=mask)
   if crops == 10:
     rng = np.random.default_rng(0)
     batch["image"] = rng.integers(0, 256, (16, 10, 16, 16, 3), dtype=np.uint8)
-  step = train.make_eval_step(model, config, mesh)
+  step = steps.make_eval_step(model, config, mesh)
   sums = jax.device_get(step(parallel.replicate(params, mesh), parallel.to_global(batch, mesh)))
 
   # Hand computation on the host, real examples only.
   images = batch["image"].reshape((-1, 16, 16, 3)).astype(np.float32)
-  x = train.normalize_images(images, config.mean_rgb, config.std_rgb)
+  x = evaluation.normalize_images(images, config.mean_rgb, config.std_rgb)
   logits = np.asarray(model.apply({"params": params}, x, train=False), np.float64)
   probs = np.exp(logits - logits.max(-1, keepdims=True))
   probs /= probs.sum(-1, keepdims=True)

@@ -1,0 +1,298 @@
+"""A run's directory: its files, written whole or not at all, and one writer at a time.
+
+    WORKDIR/config.json      the run's config (resolved splits included)
+    WORKDIR/metrics.jsonl    one JSON object per line (alexnet_jax.metrics)
+    WORKDIR/done.json        written once every step is trained and the last evaluated
+    WORKDIR/checkpoints/     Orbax (alexnet_jax.checkpoint)
+    WORKDIR/.lock            who is writing: host, pid, start time
+
+Every path goes through `etils.epath`, so a workdir may be local or on cloud
+storage (gs://, s3://). Files are replaced atomically: locally by a temporary
+file and a rename; on object stores an upload appears whole or not at all.
+Every reader names the file it could not read and what to do about it.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import socket
+import time
+from typing import Any
+
+from etils import epath
+
+CONFIG_FILE = "config.json"
+METRICS_FILE = "metrics.jsonl"
+DONE_FILE = "done.json"
+LOCK_FILE = ".lock"
+CHECKPOINT_DIR = "checkpoints"
+
+
+class WorkdirError(RuntimeError):
+  """The workdir cannot be used as asked (locked, unreadable, another run's)."""
+
+
+def path(workdir) -> epath.Path:
+  return epath.Path(workdir)
+
+
+def is_local(p) -> bool:
+  return "://" not in os.fspath(p)
+
+
+def write_text_atomic(target, text: str) -> None:
+  """Replaces `target` with `text` so that a reader sees the old or the new file, never half."""
+  target = epath.Path(target)
+  if not is_local(target):
+    target.write_text(text)  # An object upload is atomic.
+    return
+  tmp = target.parent / f".{target.name}.tmp.{os.getpid()}"
+  with open(tmp, "w") as f:
+    f.write(text)
+    f.flush()
+    os.fsync(f.fileno())
+  os.replace(tmp, target)
+
+
+def write_json_atomic(target, value: Any) -> None:
+  write_text_atomic(target, json.dumps(value, indent=2) + "\n")
+
+
+def read_json(target, what: str) -> Any:
+  """The JSON in `target`; a WorkdirError naming the file (and `what` it is) otherwise."""
+  target = epath.Path(target)
+  try:
+    return json.loads(target.read_text())
+  except FileNotFoundError:
+    raise
+  except (OSError, ValueError) as e:
+    raise WorkdirError(
+        f"Cannot read {what} {target}: {type(e).__name__}: {e}. Move the file aside (or "
+        "restore it from a copy) and rerun.") from e
+
+
+def read_done(workdir) -> dict | None:
+  """done.json of a finished run, or None (missing or unreadable counts as not finished)."""
+  try:
+    return read_json(path(workdir) / DONE_FILE, "the finished-run marker")
+  except (FileNotFoundError, WorkdirError):
+    return None
+
+
+def write_done(workdir, step: int, total_steps: int, metrics: dict) -> None:
+  write_json_atomic(path(workdir) / DONE_FILE, {
+      "step": int(step), "total_steps": int(total_steps),
+      "metrics": {k: v for k, v in metrics.items() if isinstance(v, (int, float))}})
+
+
+def clear_done(workdir) -> None:
+  try:
+    (path(workdir) / DONE_FILE).unlink()
+  except FileNotFoundError:
+    pass
+
+
+def holds_training_run(workdir) -> bool:
+  """Whether a training run has written here (its config, metrics or checkpoints)."""
+  p = path(workdir)
+  return (p / METRICS_FILE).exists() or (p / DONE_FILE).exists() or (
+      (p / CHECKPOINT_DIR).exists() and any((p / CHECKPOINT_DIR).iterdir()))
+
+
+# ----------------------------------------------------------------------------
+# One writer at a time.
+# ----------------------------------------------------------------------------
+
+
+def _pid_alive(pid: int) -> bool:
+  try:
+    os.kill(pid, 0)
+  except ProcessLookupError:
+    return False
+  except PermissionError:
+    return True
+  return True
+
+
+class Lock:
+  """Held by the run's process 0 while it writes the workdir.
+
+  A second run on a locked workdir fails at once, naming the holder. A lock
+  left by a process that is gone (same host, pid not running) is taken over
+  with a warning. Locks on other hosts cannot be checked; the message says
+  how to take one over when its holder is known to be dead.
+  """
+
+  def __init__(self, workdir, *, command: str = ""):
+    self.file = path(workdir) / LOCK_FILE
+    self.info = {"host": socket.gethostname(), "pid": os.getpid(), "since": time.time(),
+                 "command": command}
+    self._held = False
+
+  def _holder(self) -> dict | None:
+    try:
+      return json.loads(self.file.read_text())
+    except FileNotFoundError:
+      return None
+    except (OSError, ValueError):
+      return {}  # Half-written by a process that died mid-write: treat as stale.
+
+  def acquire(self) -> None:
+    text = json.dumps(self.info)
+    for _ in range(2):
+      if is_local(self.file):
+        try:
+          fd = os.open(self.file, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+        except FileExistsError:
+          pass
+        else:
+          with os.fdopen(fd, "w") as f:
+            f.write(text)
+          self._held = True
+          return
+      elif not self.file.exists():
+        self.file.write_text(text)
+        self._held = True
+        return
+      holder = self._holder()
+      if holder is None:
+        continue  # Released in between: try again.
+      if holder and holder.get("host") == self.info["host"] and _pid_alive(int(holder["pid"])):
+        raise WorkdirError(
+            f"{self.file.parent} is in use by process {holder['pid']} on this host (since "
+            f"{time.ctime(holder['since'])}: {holder.get('command') or 'a training run'}). "
+            "Wait for it to finish or stop it, or use another --workdir.")
+      if holder and holder.get("host") != self.info["host"]:
+        raise WorkdirError(
+            f"{self.file.parent} is in use by process {holder.get('pid')} on host "
+            f"{holder.get('host')} (since {time.ctime(holder.get('since', 0))}). If that run "
+            f"is gone, delete {self.file} and rerun.")
+      logging.warning("Taking over the lock of %s from process %s, which is no longer running.",
+                      self.file.parent, holder.get("pid") if holder else "unknown")
+      self.file.unlink()
+    raise WorkdirError(f"Could not lock {self.file.parent}; another process keeps taking it.")
+
+  def release(self) -> None:
+    if self._held:
+      try:
+        self.file.unlink()
+      except FileNotFoundError:
+        pass
+      self._held = False
+
+  def __enter__(self):
+    self.acquire()
+    return self
+
+  def __exit__(self, *exc):
+    self.release()
+
+
+# ----------------------------------------------------------------------------
+# Start-up checks.
+# ----------------------------------------------------------------------------
+
+
+def prepare(workdir, config) -> None:
+  """Creates the workdir, proves it and checkpoints/ writable, refuses another run's workdir.
+
+  Runs before any compilation. A workdir whose config.json differs from this
+  config in keys other than config_lib.RESUMABLE_KEYS would resume someone
+  else's run with new settings; that needs --config.allow_config_change=True.
+  """
+  from alexnet_jax import config_lib  # pylint: disable=g-import-not-at-top
+  from flax import traverse_util  # pylint: disable=g-import-not-at-top
+  root = path(workdir)
+  for directory in (root, root / CHECKPOINT_DIR):
+    try:
+      directory.mkdir(parents=True, exist_ok=True)
+      probe = directory / f".write_probe.{os.getpid()}"
+      probe.write_text("ok")
+      probe.unlink()
+    except OSError as e:
+      raise PermissionError(
+          f"{directory} is not writable ({e.strerror or e}, errno {e.errno}); pass a writable "
+          "--workdir.") from e
+  config_file = root / CONFIG_FILE
+  if not config_file.exists() or config.allow_config_change:
+    return
+  stored = config_lib.from_dict(read_json(config_file, "the run's config"))
+  old = traverse_util.flatten_dict(config_lib.to_dict(stored), sep=".")
+  new = traverse_util.flatten_dict(config_lib.to_dict(config), sep=".")
+  changed = sorted(k for k in old.keys() | new.keys()
+                   if k.split(".")[0] not in config_lib.RESUMABLE_KEYS and old.get(k) != new.get(k))
+  if changed:
+    diffs = "\n  ".join(f"{k}: {old.get(k)!r} in the workdir, {new.get(k)!r} now" for k in changed)
+    raise WorkdirError(
+        f"The workdir {workdir} holds a run with a different config:\n  {diffs}\n"
+        "Use another --workdir, or pass --config.allow_config_change=True to resume it "
+        "with the new values.")
+
+
+def write_config(workdir, config) -> None:
+  from alexnet_jax import config_lib  # pylint: disable=g-import-not-at-top
+  write_json_atomic(path(workdir) / CONFIG_FILE, config_lib.to_dict(config))
+
+
+# ----------------------------------------------------------------------------
+# metrics.jsonl: the one reader, and the repair a resume does.
+# ----------------------------------------------------------------------------
+
+
+def _parse_jsonl(text: str) -> tuple[list[dict], int]:
+  """(complete records, number of lines that were not JSON objects)."""
+  records, bad = [], 0
+  for line in text.splitlines():
+    if not line.strip():
+      continue
+    try:
+      record = json.loads(line)
+    except ValueError:
+      bad += 1
+      continue
+    if isinstance(record, dict) and "step" in record:
+      records.append(record)
+    else:
+      bad += 1
+  return records, bad
+
+
+def read_metrics(workdir) -> list[dict]:
+  """All complete records of WORKDIR/metrics.jsonl, in file order ([] when there is none).
+
+  A line cut short by a killed writer is skipped (and said in a warning);
+  resumed runs repair the file, so it reads as one run.
+  """
+  target = path(workdir) / METRICS_FILE
+  try:
+    text = target.read_text()
+  except FileNotFoundError:
+    return []
+  records, bad = _parse_jsonl(text)
+  if bad:
+    logging.warning("Skipped %d unreadable line(s) of %s (a run killed mid-write).", bad, target)
+  return records
+
+
+def repair_metrics(workdir, last_step: int) -> int:
+  """Keeps the complete records up to `last_step` (the step a run resumes from).
+
+  A torn last line and records past the restored checkpoint (the steps the
+  resumed run will train again) are dropped, so the file reads as one run.
+  Returns how many lines were dropped.
+  """
+  target = path(workdir) / METRICS_FILE
+  try:
+    text = target.read_text()
+  except FileNotFoundError:
+    return 0
+  records, bad = _parse_jsonl(text)
+  kept = [r for r in records if r["step"] <= last_step]
+  dropped = bad + len(records) - len(kept)
+  if dropped:
+    write_text_atomic(target, "".join(json.dumps(r) + "\n" for r in kept))
+    logging.info("Resuming at step %d: dropped %d record(s) of %s past it or cut short.",
+                 last_step, dropped, target)
+  return dropped
