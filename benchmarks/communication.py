@@ -1,7 +1,7 @@
 """Bytes each device sends per training step: data parallelism vs the paper's towers.
 
 Computed from shapes, not timed. The tower figures come from tracing the real
-tower program (alexnet_jax/towers.py) and summing the operands of its
+tower program (alexnet_jax/models/towers.py) and summing the operands of its
 `all_gather`s, so they follow the code. Ring collectives: an all-reduce of S
 bytes over n devices sends 2(n-1)/n·S per device; an all-gather (and its
 backward, a reduce-scatter) sends (n-1)·s for a local slice of s bytes.
@@ -21,7 +21,8 @@ import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 from jax.sharding import PartitionSpec as P  # noqa: E402
 
-from alexnet_jax import models, parallel, towers  # noqa: E402
+from alexnet_jax import models, parallel  # noqa: E402
+from alexnet_jax.models import towers  # noqa: E402
 
 BYTES = 4  # float32 gradients and activations
 

@@ -1,6 +1,6 @@
 """The CPU formulations equal the plain ones: values and gradients, to 1e-5 relative.
 
-References are independent of alexnet_jax.cpu_kernels: flax's `nn.max_pool`
+References are independent of alexnet_jax.models.cpu_kernels: flax's `nn.max_pool`
 differentiated by JAX, PyTorch's `max_pool2d` (when installed), and for the
 XLA option the same convolutions compiled with XLA:CPU's defaults. Inputs are
 ReLU'd and rounded so that windows tie (the case where gradient routing can
@@ -15,7 +15,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from alexnet_jax import cpu_kernels, models, optim, parallel, steps
+from alexnet_jax import models, optim, parallel, steps
+from alexnet_jax.models import cpu_kernels
 from alexnet_jax import config_lib
 
 RTOL = 1e-5

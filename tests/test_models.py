@@ -222,52 +222,6 @@ def test_adaptive_avg_pool_matches_torch():
 # ---------------------------------------------------------------------------
 
 
-def _torch_paper_net(torch, num_classes):
-  nn = torch.nn
-
-  class PaperAlexNet(nn.Module):
-    """Krizhevsky et al. 2012 as one PyTorch module; groups=2 are the two towers."""
-
-    def __init__(self):
-      super().__init__()
-      lrn = lambda: nn.LocalResponseNorm(5, alpha=1e-4, beta=0.75, k=2.0)
-      self.features = nn.Sequential(
-          nn.Conv2d(3, 96, 11, stride=4, padding=2), nn.ReLU(), lrn(), nn.MaxPool2d(3, 2),
-          nn.Conv2d(96, 256, 5, padding=2, groups=2), nn.ReLU(), lrn(), nn.MaxPool2d(3, 2),
-          nn.Conv2d(256, 384, 3, padding=1), nn.ReLU(),
-          nn.Conv2d(384, 384, 3, padding=1, groups=2), nn.ReLU(),
-          nn.Conv2d(384, 256, 3, padding=1, groups=2), nn.ReLU(), nn.MaxPool2d(3, 2))
-      self.classifier = nn.Sequential(
-          nn.Linear(9216, 4096), nn.ReLU(), nn.Dropout(0.5),
-          nn.Linear(4096, 4096), nn.ReLU(), nn.Dropout(0.5),
-          nn.Linear(4096, num_classes))
-
-    def forward(self, x):
-      x = self.features(x)
-      # Flatten in NHWC order so fc6 maps by a plain transpose here (the
-      # converter's C,H,W permutation is tested in test_convert.py).
-      return self.classifier(x.permute(0, 2, 3, 1).flatten(1))
-
-  return PaperAlexNet()
-
-
-def _paper_tree(named_tensors):
-  """{torch param name: array} -> Flax param tree for the reference above."""
-  convs = {"features.0": "conv1", "features.4": "conv2", "features.8": "conv3",
-           "features.10": "conv4", "features.12": "conv5"}
-  denses = {"classifier.0": "fc6", "classifier.3": "fc7", "classifier.6": "fc8"}
-  tree = {}
-  for key, value in named_tensors.items():
-    prefix, kind = key.rsplit(".", 1)
-    value = value.detach().numpy()
-    if prefix in convs:
-      name, value = convs[prefix], (value.transpose(2, 3, 1, 0) if kind == "weight" else value)
-    else:
-      name, value = denses[prefix], (value.T if kind == "weight" else value)
-    tree.setdefault(name, {})["kernel" if kind == "weight" else "bias"] = value
-  return tree
-
-
 def test_paper_variant_matches_torch_grouped_reference():
   """Logits and every gradient, both sides in float64.
 
@@ -279,14 +233,15 @@ def test_paper_variant_matches_torch_grouped_reference():
   plain ones is in test_cpu_kernels.py.)
   """
   torch = pytest.importorskip("torch")
+  from benchmarks import torch_alexnet  # pylint: disable=g-import-not-at-top
   torch.manual_seed(0)
-  ref = _torch_paper_net(torch, num_classes=10).double().eval()
+  ref = torch_alexnet.build("paper", num_classes=10).double().eval()
   x = np.random.RandomState(0).randn(2, 224, 224, 3)
   labels = np.array([3, 7])
   logits_t = ref(torch.tensor(x.transpose(0, 3, 1, 2)))
   torch.nn.functional.cross_entropy(logits_t, torch.tensor(labels)).backward()
-  params = _paper_tree(dict(ref.named_parameters()))
-  grads_t = _paper_tree({k: v.grad for k, v in ref.named_parameters()})
+  params = torch_alexnet.flax_params(ref, "paper")
+  grads_t = torch_alexnet.flax_params(ref, "paper", grads=True)
 
   model = models.create_model("paper", num_classes=10, dtype="float64")
 

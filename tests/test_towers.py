@@ -1,12 +1,12 @@
 """The paper's two-tower model parallelism equals the single-device network."""
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 import pytest
 from jax.sharding import PartitionSpec as P
 
-from alexnet_jax import models, optim, parallel, steps, towers
+from alexnet_jax import models, optim, parallel, steps
+from alexnet_jax.models import towers
 from alexnet_jax import config_lib
 from tests.helpers import random_batch
 

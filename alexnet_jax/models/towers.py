@@ -33,9 +33,10 @@ import jax.numpy as jnp
 from jax import lax
 from jax.sharding import PartitionSpec as P
 
-from alexnet_jax import models
-
-MODEL_AXIS = "model"
+from alexnet_jax.models import layers
+from alexnet_jax.models.alexnet import ARCHITECTURES
+from alexnet_jax.models.lrn import local_response_norm
+from alexnet_jax.parallel import MODEL_AXIS
 
 
 def _gather_channels(x, axis_name):
@@ -59,7 +60,7 @@ def tower_lrn(x, axis_name, size=5, alpha=1e-4, beta=0.75, k=2.0):
   left_of_me = jnp.where(idx > 0, left_of_me, 0.0)
   right_of_me = jnp.where(idx < n - 1, right_of_me, 0.0)
   extended = jnp.concatenate([left_of_me, x, right_of_me], axis=-1)
-  y = models.local_response_norm(extended.astype(jnp.float32), size, alpha, beta, k)
+  y = local_response_norm(extended.astype(jnp.float32), size, alpha, beta, k)
   return y[..., before:before + x.shape[-1]].astype(x.dtype)
 
 
@@ -78,23 +79,23 @@ class TowerAlexNet(nn.Module):
 
   @nn.compact
   def __call__(self, x, train: bool = False):
-    arch = models.ARCHITECTURES["paper"]
-    act = models._ACTIVATION_FNS[self.activation]  # pylint: disable=protected-access
-    window = 3 if self.overlapping_pool else 2
+    arch = ARCHITECTURES["paper"]
+    act = layers.ACTIVATION_FNS[self.activation]
+    max_pool = layers.max_pool_fn(3 if self.overlapping_pool else 2)
     multiple = max(spec.groups for spec in arch.convs)
     x = x.astype(self.dtype)
     for spec in arch.convs:
-      width = models._scaled(spec.features, self.width_multiplier, multiple)  # pylint: disable=protected-access
+      width = layers.scaled_width(spec.features, self.width_multiplier, multiple)
       if spec.groups == 1 and spec.name != "conv1":
         x = _gather_channels(x, self.axis_name)  # conv3 reads every tower
-      x = nn.Conv(width // self.towers, (spec.kernel, spec.kernel),
-                  strides=(spec.stride, spec.stride), padding=[(spec.padding, spec.padding)] * 2,
-                  dtype=self.dtype, param_dtype=jnp.float32, name=spec.name)(x)
+      # Init is irrelevant: a tower run starts from the single-device params.
+      x = layers.conv(spec, width // self.towers, groups=1, dtype=self.dtype,
+                      init_scheme="flax", fan_in=1)(x)
       x = act(x)
       if spec.lrn and self.lrn:
         x = tower_lrn(x, self.axis_name)
       if spec.pool:
-        x = nn.max_pool(x, (window, window), strides=(2, 2), padding="VALID")
+        x = max_pool(x)
     x = x.reshape((x.shape[0], x.shape[1] * x.shape[2], x.shape[3]))
     # The single-device net flattens (H, W, C) over all channels: gather the
     # channels first, then flatten, so fc6's rows line up.
@@ -103,14 +104,14 @@ class TowerAlexNet(nn.Module):
     for i, (name, width) in enumerate(arch.hidden):
       if i:
         x = _gather_channels(x, self.axis_name)
-      width = models._scaled(width, self.width_multiplier)  # pylint: disable=protected-access
-      x = act(nn.Dense(width // self.towers, dtype=self.dtype, param_dtype=jnp.float32,
-                       name=name)(x))
+      width = layers.scaled_width(width, self.width_multiplier)
+      x = act(layers.dense(width // self.towers, dtype=self.dtype, init_scheme="flax",
+                           bias_one=False, fan_in=1, name=name)(x))
       if self.dropout_rate > 0:
         x = dropout(x)
     x = _gather_channels(x, self.axis_name)
-    x = nn.Dense(self.num_classes // self.towers, dtype=self.dtype, param_dtype=jnp.float32,
-                 name=arch.head)(x)
+    x = layers.dense(self.num_classes // self.towers, dtype=self.dtype, init_scheme="flax",
+                     bias_one=False, fan_in=1, name=arch.head)(x)
     return _gather_channels(x, self.axis_name).astype(jnp.float32)
 
 

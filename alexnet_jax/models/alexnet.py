@@ -1,4 +1,4 @@
-"""AlexNet and its descendants as one Flax linen module, plus local response norm.
+"""AlexNet and its descendants as one Flax linen module, built from a table of layouts.
 
 One `AlexNet` module covers four layouts (`VARIANTS`); a variant fixes the
 layer shapes, and the ablation fields (activation, LRN, pooling, dropout,
@@ -34,12 +34,10 @@ Per-variant defaults (overridable):
   seed         False  seed   0.5      relu        3/2
   small        True   flax   0.0      relu        3/2
 
-`cpu_kernels` ("auto" by default, "on", "off") selects, at trace time,
-formulations that are faster on XLA:CPU and numerically the same (see
-`alexnet_jax.cpu_kernels`: max pooling with a scatter-free gradient here,
-and, in the train and eval steps that compile the model, convolutions kept
-off YNNPACK). "auto" turns them on when JAX's default backend is the CPU, so
-GPU/TPU programs are the plain ones.
+`cpu_kernels` ("auto" by default, "on", "off") selects, at trace time, the
+formulations of `alexnet_jax.models.cpu_kernels` that are faster on XLA:CPU
+and numerically the same; "auto" turns them on when JAX's default backend is
+the CPU, so GPU/TPU programs are the plain ones.
 
 Layer (parameter) names: conv1..conv5, fc6, fc7, fc8 for the ImageNet
 variants, so checkpoints and the PyTorch converter agree across variants.
@@ -53,8 +51,9 @@ with `dtype=float64`, a reference mode for tests that needs jax_enable_x64). Wit
 `train=True` and a dropout rate > 0, pass `rngs={"dropout": key}`.
 """
 
+from __future__ import annotations
+
 import dataclasses
-import functools
 import math
 from typing import Any, Optional
 
@@ -63,109 +62,11 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from alexnet_jax import cpu_kernels as cpu_kernels_lib
-
-
-# --------------------------------------------------------------------------
-# Local response normalisation.
-# --------------------------------------------------------------------------
-
-
-def _window_sum(values, before, after):
-  """Sum over channels c - before .. c + after of the last axis (zero padded).
-
-  A handful of shifted slices added together: plain element-wise work that
-  XLA fuses into one loop, where `reduce_window` or a banded matmul over the
-  channels cost several times more on CPU.
-  """
-  channels = values.shape[-1]
-  padded = jnp.pad(values, [(0, 0)] * (values.ndim - 1) + [(before, after)])
-  total = padded[..., 0:channels]
-  for i in range(1, before + after + 1):
-    total = total + padded[..., i:i + channels]
-  return total
-
-
-def _neg_pow(d, beta):
-  """d ** -beta; beta = 0.75 as two rsqrts, ~3x cheaper than pow on CPU."""
-  if beta == 0.75:
-    return jax.lax.rsqrt(d) * jax.lax.rsqrt(jnp.sqrt(d))
-  if beta == 0.5:
-    return jax.lax.rsqrt(d)
-  return jnp.power(d, -beta)
-
-
-@functools.partial(jax.custom_vjp, nondiff_argnums=(1, 2, 3, 4))
-def local_response_norm(x, size=5, alpha=1e-4, beta=0.75, k=2.0):
-  """`torch.nn.LocalResponseNorm` over the last axis; see `LocalResponseNorm`."""
-  return _lrn_fwd(x, size, alpha, beta, k)[0]
-
-
-def _lrn_fwd(x, size, alpha, beta, k):
-  denom = k + (alpha / size) * _window_sum(x * x, size // 2, (size - 1) // 2)
-  scale = _neg_pow(denom, beta)
-  return x * scale, (x, denom, scale)
-
-
-def _lrn_bwd(size, alpha, beta, k, residuals, g):
-  # y_c = x_c d_c^-b with d_c = k + a/n sum_{j in W(c)} x_j^2, so
-  # dL/dx_j = g_j d_j^-b - (2 a b / n) x_j sum_{c: j in W(c)} g_c x_c d_c^(-b-1).
-  # The transposed window runs c - (size-1)//2 .. c + size//2. Written out by
-  # hand because autodiff of the slices and pow is ~3x slower on XLA:CPU.
-  del k
-  x, denom, scale = residuals
-  t = g * x * scale / denom
-  back = _window_sum(t, (size - 1) // 2, size // 2)
-  return (g * scale - (2.0 * alpha * beta / size) * x * back,)
-
-
-local_response_norm.defvjp(_lrn_fwd, _lrn_bwd)
-
-
-class LocalResponseNorm(nn.Module):
-  """Local response normalisation across channels (the last axis, NHWC).
-
-  The paper (Sec. 3.3) writes, for the activity a^i at channel i,
-
-      b^i = a^i / (k + alpha * sum_{j=max(0, i-n/2)}^{min(N-1, i+n/2)} (a^j)^2)^beta
-
-  with k=2, n=5, alpha=1e-4, beta=0.75. We follow `torch.nn.LocalResponseNorm`
-  (as do Caffe and cuda-convnet): alpha is divided by n, i.e.
-
-      b^i = a^i / (k + alpha / n * sum_j (a^j)^2)^beta,
-
-  where the window holds channels i - n//2 .. i + (n-1)//2 (zeros beyond the
-  edges). So the paper's hyper-parameters given to this layer reproduce the
-  PyTorch/Caffe reading, and `alpha=n * 1e-4` reproduces the literal formula
-  (TensorFlow's `tf.nn.local_response_normalization` uses the literal one, with
-  a radius instead of n).
-
-  Cost matters: LRN sits on the two largest activation maps. The windowed sum
-  is a few shifted slices (fused element-wise work) and the gradient is written
-  by hand (`local_response_norm`'s custom VJP). It runs in float32 (or float64
-  for float64 input) whatever the
-  input dtype, since bf16 squares summed and raised to a power lose too many
-  bits.
-  """
-
-  size: int = 5
-  alpha: float = 1e-4
-  beta: float = 0.75
-  k: float = 2.0
-
-  @nn.compact
-  def __call__(self, x):
-    if self.size < 1:
-      raise ValueError(f"LocalResponseNorm size must be >= 1, got {self.size}.")
-    compute = jnp.promote_types(x.dtype, jnp.float32)
-    y = local_response_norm(x.astype(compute), int(self.size), float(self.alpha),
-                            float(self.beta), float(self.k))
-    return y.astype(x.dtype)
-
-
-# --------------------------------------------------------------------------
-# Architectures.
-# --------------------------------------------------------------------------
+from alexnet_jax.models import cpu_kernels
+from alexnet_jax.models import layers
+from alexnet_jax.models.layers import ACTIVATIONS
+from alexnet_jax.models.layers import INITS
+from alexnet_jax.models.lrn import LocalResponseNorm
 
 
 @dataclasses.dataclass(frozen=True)
@@ -265,22 +166,11 @@ ARCHITECTURES = {
 }
 
 VARIANTS = tuple(ARCHITECTURES)
-ACTIVATIONS = ("relu", "tanh", "leaky_relu", "elu", "selu")
-INITS = ("paper", "seed", "torch", "flax")
 # float64: a reference mode (tests comparing against float64 PyTorch, where
 # float32 rounding can flip a ReLU); it needs jax_enable_x64.
 DTYPES = ("float32", "bfloat16", "float16", "float64")
 OVERRIDES = ("activation", "lrn", "overlapping_pool", "dropout_rate",
              "width_multiplier", "init", "dtype", "cpu_kernels")
-
-_ACTIVATION_FNS = {
-    "relu": jax.nn.relu,
-    "tanh": jnp.tanh,
-    "leaky_relu": jax.nn.leaky_relu,  # slope 0.01, as torch.nn.LeakyReLU
-    "elu": jax.nn.elu,
-    "selu": jax.nn.selu,
-}
-
 
 def default_image_size(variant: str) -> int:
   """The input size a variant is designed for (224, or 32 for `small`)."""
@@ -290,47 +180,8 @@ def default_image_size(variant: str) -> int:
 def _architecture(variant):
   if variant not in ARCHITECTURES:
     raise ValueError(f"Unknown model variant {variant!r}; "
-                     f"allowed: {', '.join(VARIANTS)}.")
+                     f"allowed: {', '.join(ARCHITECTURES)}.")
   return ARCHITECTURES[variant]
-
-
-def _scaled(width, multiplier, multiple=1):
-  """Width times `multiplier`, rounded to a positive multiple of `multiple`."""
-  return max(multiple, int(round(width * multiplier / multiple)) * multiple)
-
-
-def _uniform(bound):
-  def init(key, shape, dtype=jnp.float32):
-    return jax.random.uniform(key, shape, dtype, -bound, bound)
-  return init
-
-
-def adaptive_avg_pool(x, output_size):
-  """`torch.nn.AdaptiveAvgPool2d` on NHWC: bin i covers [floor(i*H/h), ceil((i+1)*H/h))."""
-  out_h, out_w = output_size
-  _, h, w, _ = x.shape
-  if (h, w) == (out_h, out_w):
-    return x
-
-  def pool_axis(y, axis, size_in, size_out):
-    if size_in % size_out == 0:
-      shape = list(y.shape)
-      shape[axis:axis + 1] = [size_out, size_in // size_out]
-      return y.reshape(shape).mean(axis=axis + 1)
-    bins = []
-    for i in range(size_out):
-      start = (i * size_in) // size_out
-      end = -((-(i + 1) * size_in) // size_out)
-      bins.append(jax.lax.slice_in_dim(y, start, end, axis=axis).mean(
-          axis=axis, keepdims=True))
-    return jnp.concatenate(bins, axis=axis)
-
-  return pool_axis(pool_axis(x, 1, h, out_h), 2, w, out_w)
-
-
-# --------------------------------------------------------------------------
-# The network.
-# --------------------------------------------------------------------------
 
 
 class AlexNet(nn.Module):
@@ -339,27 +190,18 @@ class AlexNet(nn.Module):
   Attributes:
     variant: one of `VARIANTS`; fixes the layout.
     num_classes: logits per example.
-    activation: relu | tanh | leaky_relu | elu | selu (after every conv and
-      hidden FC layer).
-    lrn: LocalResponseNorm (paper settings) after the activation of the
-      layers the variant marks (conv1 and conv2), before their pooling.
-    overlapping_pool: True: 3x3 windows with stride 2 (the paper's
-      overlapping pooling); False: 2x2 with stride 2.
+    activation: one of layers.ACTIVATIONS, after every conv and hidden FC layer.
+    lrn: LocalResponseNorm (paper settings) after the activation of the layers
+      the variant marks (conv1 and conv2), before their pooling.
+    overlapping_pool: True: 3x3 windows with stride 2 (the paper's); False: 2x2.
     dropout_rate: dropout on the hidden FC layers (0 disables).
-    width_multiplier: scales every conv and hidden FC width (conv widths are
-      rounded to a multiple of the two towers in `paper`).
-    initializer: the `init` override (config.model.init; a linen module cannot
-      have a field named `init`, that is its init method). paper: N(0, 0.01)
-      weights; biases 1 in conv2, conv4, conv5 and the hidden FC layers (conv2,
-      fc3, fc4 in `small`), else 0. seed (Kaiming-normal fan_out with ReLU gain
-      for convs, N(0, 0.01) for dense layers, zero biases), torch (PyTorch's
-      default, which torchvision's AlexNet keeps: U(+-1/sqrt(fan_in)) weights
-      and biases) or flax (LeCun-normal kernels, zero biases).
-    dtype: compute dtype (e.g. jnp.bfloat16); parameters stay float32 and the
-      logits are returned in float32 (float64 when dtype is float64).
-    cpu_kernels: "auto" | "on" | "off": use `alexnet_jax.cpu_kernels`'
-      formulations (same numerics, faster on XLA:CPU); "auto" decides at trace
-      time by `jax.default_backend() == "cpu"`.
+    width_multiplier: scales every conv and hidden FC width (conv widths stay a
+      multiple of the two towers in `paper`).
+    initializer: config.model.init, one of layers.INITS (a linen module cannot
+      have a field named `init`).
+    dtype: compute dtype; params stay float32, logits come back in float32
+      (float64 for a float64 model).
+    cpu_kernels: "auto" | "on" | "off" (see the module docstring).
   """
 
   variant: str = "paper"
@@ -373,59 +215,23 @@ class AlexNet(nn.Module):
   dtype: Any = jnp.float32
   cpu_kernels: str = "auto"
 
-  def _initializers(self, bias_one, is_conv, fan_in):
-    if self.initializer == "paper":
-      kernel = nn.initializers.normal(stddev=0.01)
-      bias = nn.initializers.ones if bias_one else nn.initializers.zeros
-    elif self.initializer == "seed":
-      kernel = (nn.initializers.variance_scaling(2.0, "fan_out", "normal")
-                if is_conv else nn.initializers.normal(stddev=0.01))
-      bias = nn.initializers.zeros
-    elif self.initializer == "torch":
-      # PyTorch's default (kaiming_uniform_ with a=sqrt(5)): U(+-1/sqrt(fan_in))
-      # for weights and biases alike.
-      kernel = nn.initializers.variance_scaling(1.0 / 3.0, "fan_in", "uniform")
-      bias = _uniform(1.0 / math.sqrt(fan_in))
-    else:
-      kernel, bias = nn.initializers.lecun_normal(), nn.initializers.zeros
-    return dict(kernel_init=kernel, bias_init=bias)
-
-  def _dense(self, name, width, bias_one, fan_in):
-    return nn.Dense(width, dtype=self.dtype, param_dtype=jnp.float32, name=name,
-                    **self._initializers(bias_one, is_conv=False, fan_in=fan_in))
-
   @nn.compact
   def __call__(self, x, train: bool = False):
     arch = _architecture(self.variant)
-    if self.activation not in _ACTIVATION_FNS:
-      raise ValueError(f"Unknown activation {self.activation!r}; "
-                       f"allowed: {', '.join(ACTIVATIONS)}.")
-    act = _ACTIVATION_FNS[self.activation]
+    act = layers.ACTIVATION_FNS[self.activation]
     if x.ndim != 4:
       raise ValueError(f"AlexNet expects NHWC images, got shape {x.shape}.")
     input_shape = x.shape
     window = 3 if self.overlapping_pool else 2
-    if cpu_kernels_lib.enabled(self.cpu_kernels):
-      max_pool = functools.partial(cpu_kernels_lib.max_pool, window=(window, window),
-                                   strides=(2, 2))
-    else:
-      max_pool = functools.partial(nn.max_pool, window_shape=(window, window),
-                                   strides=(2, 2), padding="VALID")
-
+    max_pool = layers.max_pool_fn(window, self.cpu_kernels)
     # Every conv width is a multiple of the largest group count, so a grouped
     # conv's input (the previous layer's output) splits evenly into towers too.
     multiple = max(spec.groups for spec in arch.convs)
     x = x.astype(self.dtype)
     for spec in arch.convs:
-      x = nn.Conv(
-          _scaled(spec.features, self.width_multiplier, multiple),
-          (spec.kernel, spec.kernel),
-          strides=(spec.stride, spec.stride),
-          padding=[(spec.padding, spec.padding)] * 2,
-          feature_group_count=spec.groups,
-          dtype=self.dtype, param_dtype=jnp.float32, name=spec.name,
-          **self._initializers(spec.bias_one, is_conv=True,
-                               fan_in=x.shape[-1] // spec.groups * spec.kernel ** 2))(x)
+      x = layers.conv(spec, layers.scaled_width(spec.features, self.width_multiplier, multiple),
+                      groups=spec.groups, dtype=self.dtype, init_scheme=self.initializer,
+                      fan_in=x.shape[-1] // spec.groups * spec.kernel ** 2)(x)
       x = act(x)
       if spec.lrn and self.lrn:
         x = LocalResponseNorm(name="lrn" + spec.name[len("conv"):])(x)
@@ -433,14 +239,14 @@ class AlexNet(nn.Module):
         if min(x.shape[1:3]) < window:
           raise ValueError(
               f"Images of shape {input_shape[1:3]} are too small for variant "
-              f"{self.variant!r}: {spec.name} outputs {x.shape[1:3]}, smaller "
-              f"than the {window}x{window} pooling window. The variant is "
-              f"designed for {arch.image_size}x{arch.image_size} inputs.")
+              f"{self.variant!r}: {spec.name} outputs {x.shape[1:3]}, smaller than the "
+              f"{window}x{window} pooling window. The variant is designed for "
+              f"{arch.image_size}x{arch.image_size} inputs.")
         x = max_pool(x)
         self.sow("intermediates", "pool" + spec.name[len("conv"):], x)
 
     if arch.avg_pool is not None:
-      x = adaptive_avg_pool(x, arch.avg_pool)
+      x = layers.adaptive_avg_pool(x, arch.avg_pool)
       self.sow("intermediates", "avgpool", x)
     # NHWC flattens (H, W, C); the converter permutes PyTorch's (C, H, W).
     x = x.reshape((x.shape[0], -1))
@@ -451,16 +257,14 @@ class AlexNet(nn.Module):
     for name, width in arch.hidden:
       if use_dropout and arch.dropout_before_hidden:
         x = dropout(x)
-      x = act(self._dense(name, _scaled(width, self.width_multiplier), True, x.shape[-1])(x))
+      x = act(layers.dense(layers.scaled_width(width, self.width_multiplier), dtype=self.dtype,
+                           init_scheme=self.initializer, bias_one=True, fan_in=x.shape[-1],
+                           name=name)(x))
       if use_dropout and not arch.dropout_before_hidden:
         x = dropout(x)
-    x = self._dense(arch.head, self.num_classes, False, x.shape[-1])(x)
+    x = layers.dense(self.num_classes, dtype=self.dtype, init_scheme=self.initializer,
+                     bias_one=False, fan_in=x.shape[-1], name=arch.head)(x)
     return x.astype(jnp.promote_types(self.dtype, jnp.float32))
-
-
-# --------------------------------------------------------------------------
-# Construction and accounting.
-# --------------------------------------------------------------------------
 
 
 def _not_allowed(key, value, rule):
@@ -499,8 +303,8 @@ def check_override(key, value):
   elif key == "cpu_kernels":
     if isinstance(value, bool):
       value = "on" if value else "off"
-    if value not in cpu_kernels_lib.SETTINGS:
-      raise _not_allowed(key, value, f"choose one of {', '.join(cpu_kernels_lib.SETTINGS)} "
+    if value not in cpu_kernels.SETTINGS:
+      raise _not_allowed(key, value, f"choose one of {', '.join(cpu_kernels.SETTINGS)} "
                          "(auto: on when JAX's default backend is the CPU)")
   return value
 
