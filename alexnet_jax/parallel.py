@@ -27,7 +27,7 @@ def create_mesh(devices=None, *, model_parallel: int = 1) -> Mesh:
 
   `model_parallel == 1`: a 1-D `"data"` mesh. Otherwise a 2-D
   `("data", "model")` mesh whose `"model"` axis holds the paper's towers
-  (alexnet_jax/towers.py); neighbouring devices form a tower group, so tower
+  (alexnet_jax/models/towers.py); neighbouring devices form a tower group, so tower
   traffic stays on the fastest links.
 
   Axis types `Explicit`: shard_map gets the specs it is given; nothing is
@@ -58,16 +58,6 @@ def data_sharded(mesh: Mesh) -> NamedSharding:
   return NamedSharding(mesh, P(DATA_AXIS))
 
 
-def check_batch_divides(global_batch: int, mesh: Mesh, what: str = "batch_size") -> None:
-  """Raises a clear error when the global batch cannot be split over the mesh."""
-  n = data_parallel_size(mesh)
-  if global_batch <= 0 or global_batch % n:
-    raise ValueError(
-        f"config.{what}={global_batch} must be a positive multiple of the number of devices "
-        f"({n} = {jax.process_count()} process(es) × {jax.local_device_count()} local device(s)); "
-        f"try {max(n, (global_batch // n) * n)}.")
-
-
 def to_global(batch: dict[str, np.ndarray], mesh: Mesh) -> dict[str, jax.Array]:
   """Assembles this process's slice of a batch into global arrays split over `"data"`."""
   sharding = data_sharded(mesh)
@@ -85,13 +75,26 @@ def prefetch_to_mesh(batches: Iterable[dict[str, np.ndarray]], mesh: Mesh,
   """Yields global arrays, keeping `size` batches in flight on the devices.
 
   Transfers are asynchronous, so while the step for batch t runs, batches
-  t+1..t+size are already being copied: host→device time hides behind compute.
+  t+1..t+size are already being copied: host-to-device time hides behind
+  compute. An iterator that sets `reusable_batches` (fake data) yields the
+  same few batch objects again and again: each is copied once and then reused
+  from the devices.
   """
+  cache = {} if getattr(batches, "reusable_batches", False) else None
+
+  def transfer(batch):
+    if cache is None:
+      return to_global(batch, mesh)
+    key = id(batch)
+    if key not in cache:
+      cache[key] = to_global(batch, mesh)
+    return cache[key]
+
   queue = collections.deque()
   it = iter(batches)
   for batch in itertools.islice(it, max(1, size)):
-    queue.append(to_global(batch, mesh))
+    queue.append(transfer(batch))
   while queue:
     yield queue.popleft()
     for batch in itertools.islice(it, 1):
-      queue.append(to_global(batch, mesh))
+      queue.append(transfer(batch))

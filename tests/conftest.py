@@ -33,3 +33,14 @@ def flowers():
 def tfds_data_dir(tmp_path_factory):
   """One TFDS data dir per test session, so shipped datasets are built once."""
   return str(tmp_path_factory.mktemp("tfds"))
+
+
+@pytest.fixture(scope="session")
+def prepared_digits(tmp_path_factory, tfds_data_dir):
+  """The offline digits prepared at the `default:tiny` config's size (36 px, 10 classes)."""
+  from alexnet_jax import config_lib, prepare  # pylint: disable=g-import-not-at-top
+  c = config_lib.load("default:tiny")
+  c.dataset, c.tfds_data_dir = "sklearn_digits", tfds_data_dir
+  out = tmp_path_factory.mktemp("prepared_digits")
+  prepare.prepare(c, out)
+  return out

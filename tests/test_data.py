@@ -302,22 +302,37 @@ def test_imagefolder_reads_train_and_val_folders(flowers):
   assert sorted(labels.tolist()) == [0, 1, 2, 3, 4]
 
 
-def test_fake_data(tmp_path):
+def test_fake_data_is_made_once_and_stays_on_the_devices(monkeypatch):
+  import jax  # pylint: disable=g-import-not-at-top
+  from alexnet_jax import parallel  # pylint: disable=g-import-not-at-top
   c = tiny_config(dataset="fake", num_classes=7, fake_num_examples=21, image_size=16,
                   resize_size=16, eval_crops=10, batch_size=8, eval_batch_size=8)
   info = data.dataset_info(c)
   assert (info.num_classes, info.num_train_examples, info.num_eval_examples) == (7, 21, 21)
   it = data.create_train_iterator(c, process_index=0, process_count=1)
-  batches = [next(it) for _ in range(5)]
-  batch = batches[0]
-  assert batch["image"].shape == (8, 16, 16, 3) and batch["image"].dtype == np.uint8
-  assert batch["label"].dtype == np.int32 and batch["label"].max() < 7
-  resumed = data.create_train_iterator(c, start_step=3, process_index=0,
-                                                 process_count=1)
-  assert_same_batches(batches[3:], [next(resumed) for _ in range(2)])
+  batches = [next(it) for _ in range(6)]
+  assert batches[0]["image"].shape == (8, 16, 16, 3) and batches[0]["image"].dtype == np.uint8
+  assert batches[0]["label"].dtype == np.int32 and batches[0]["label"].max() < 7
+  resumed = data.create_train_iterator(c, start_step=3, process_index=0, process_count=1)
+  assert_same_batches(batches[3:5], [next(resumed) for _ in range(2)])
+  halves = [next(data.create_train_iterator(c, process_index=p, process_count=2))
+            for p in range(2)]
+  np.testing.assert_array_equal(np.concatenate([h["image"] for h in halves]),
+                                batches[0]["image"])
   counts, examples = collect_eval(c, 2)
   assert counts == [3, 3] and len(examples) == 21
   assert examples[0][0].shape == (10, 16, 16, 3)
+  # Each pool batch crosses to the devices once, however many steps use it.
+  transfers = []
+  real_to_global = parallel.to_global
+  monkeypatch.setattr(parallel, "to_global",
+                      lambda b, m: transfers.append(1) or real_to_global(b, m))
+  mesh = parallel.create_mesh(jax.devices()[:1])
+  stream = parallel.prefetch_to_mesh(data.create_train_iterator(c, process_index=0,
+                                                                process_count=1), mesh)
+  for _ in range(20):
+    next(stream)
+  assert len(transfers) == 4
   c.num_classes = None
   assert data.dataset_info(c).num_classes == 1000
 

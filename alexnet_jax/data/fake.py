@@ -1,34 +1,58 @@
-"""`fake`: random uint8 images and labels with the real element spec, no decoding.
+"""`fake`: random uint8 images and labels, made once and kept on the accelerator.
 
-For throughput tests of everything but the input pipeline. Images come from a
-small pool generated once and labels from a table drawn once, both pure
-functions of the example index, so batches are deterministic and resumable.
+For measuring the step alone: a pool of a few global batches is generated
+once, copied to the devices once (the iterator marks its batches reusable,
+see `parallel.prefetch_to_mesh`), and step t trains on pool[t % pool size].
+No host work per step. The eval split is config.fake_num_examples examples,
+padded and masked like real data.
 """
 
 from __future__ import annotations
 
+import math
 import zlib
 
 import numpy as np
-import tensorflow as tf
 
 from alexnet_jax.data import sources
 
-_POOL = 16
+POOL = 4
+
+
+class _Pool:
+  """Infinite or finite iteration over the same few batch objects."""
+
+  reusable_batches = True  # The same objects come back: copy each to the devices once.
+
+  def __init__(self, batches, start=0, stop=None):
+    self._batches, self._next, self._stop = batches, start, stop
+
+  def __iter__(self):
+    return self
+
+  def __next__(self):
+    if self._stop is not None and self._next >= self._stop:
+      raise StopIteration
+    batch = self._batches[self._next % len(self._batches)]
+    self._next += 1
+    return batch
+
+
+def _global_batch(seed, split, index, size, image_shape, num_classes):
+  """Global batch `index` of a split: a pure function of its arguments."""
+  rng = np.random.default_rng([seed, sources.FAKE_TAG, zlib.crc32(split.encode()), index])
+  return {"image": rng.integers(0, 256, (size,) + image_shape, np.uint8),
+          "label": rng.integers(0, num_classes, size, np.int32)}
 
 
 @sources.register("fake")
 class FakeSource(sources.Source):
-  """config.fake_num_examples examples per split, config.num_classes (default 1000) classes."""
-
-  preprocessed = True  # `load` gives final images: no augmentation.
+  """config.fake_num_examples per split, config.num_classes (default 1000) classes."""
 
   def __init__(self, config):
     self.num_classes = int(config.num_classes or 1000)
     self.class_names = [str(i) for i in range(self.num_classes)]
     self.num_examples = int(config.fake_num_examples)
-    self.image_size = config.image_size
-    self.eval_crops = config.eval_crops
 
   def split_names(self):
     return ["train", "validation"]
@@ -36,29 +60,31 @@ class FakeSource(sources.Source):
   def split_size(self, split):
     return self.num_examples
 
-  def _indexed(self, split, process_index, process_count, crops):
-    split_tag = zlib.crc32(split.encode()) & 0x7FFFFFFF  # Other splits, other images.
-    s = self.image_size
-    pool = tf.cast(tf.random.stateless_uniform([_POOL, s, s, 3], [sources.FAKE_TAG, split_tag],
-                                               maxval=256, dtype=tf.int32), tf.uint8)
-    labels = tf.constant(np.random.default_rng(split_tag).integers(
-        0, self.num_classes, self.num_examples, dtype=np.int32))
+  def train_iterator(self, config, *, start_step, process_index, process_count):
+    local = config.batch_size // process_count
+    s = int(config.image_size)
+    pool = []
+    for k in range(POOL):
+      batch = _global_batch(int(config.seed), "train", k, config.batch_size, (s, s, 3),
+                            self.num_classes)
+      pool.append({key: v[process_index * local:(process_index + 1) * local]
+                   for key, v in batch.items()})
+    return _Pool(pool, start=start_step)
 
-    def load(index):  # A scalar or a vector of indices into this reader's part.
-      index = tf.cast(index, tf.int64) * process_count + process_index
-      image = tf.gather(pool, index % _POOL)
-      if crops > 1:
-        image = tf.stack([image] * crops, axis=-4)
-      return {"image": image, "label": tf.gather(labels, index)}
-
-    n = len(range(process_index, self.num_examples, process_count))
-    return n, load, lambda index: f"fake example {int(index)}"
-
-  def train_share(self, split, *, seed, shuffle_buffer_size):
-    n, load, describe = self._indexed(split, 0, 1, 1)
-    return sources.Share(n, lambda epoch: tf.data.Dataset.from_tensor_slices(
-        sources.epoch_order(n, seed, epoch)), load, describe)
-
-  def eval_share(self, split, process_index, process_count):
-    n, load, describe = self._indexed(split, process_index, process_count, self.eval_crops)
-    return sources.Share(n, lambda epoch: tf.data.Dataset.range(n), load, describe)
+  def eval_iterator(self, config, *, process_index, process_count):
+    global_batch = int(config.eval_batch_size)
+    local = global_batch // process_count
+    s = int(config.image_size)
+    shape = (s, s, 3) if config.eval_crops == 1 else (config.eval_crops, s, s, 3)
+    num_batches = math.ceil(self.num_examples / global_batch)
+    batches = []
+    for k in range(num_batches):
+      batch = _global_batch(int(config.seed), "validation", k, global_batch, shape,
+                            self.num_classes)
+      position = k * global_batch + np.arange(global_batch)
+      batch["mask"] = position < self.num_examples
+      batch["image"][~batch["mask"]] = 0
+      batch["label"][~batch["mask"]] = 0
+      batches.append({key: v[process_index * local:(process_index + 1) * local]
+                      for key, v in batch.items()})
+    return _Pool(batches, stop=num_batches)

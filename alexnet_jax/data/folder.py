@@ -20,6 +20,7 @@ import os
 
 import numpy as np
 import tensorflow as tf
+from etils import epath
 
 from alexnet_jax.data import sources
 
@@ -39,6 +40,32 @@ def display(path: bytes | str) -> str:
   return path.decode("utf-8", "backslashreplace")
 
 
+def _is_remote(path) -> bool:
+  return "://" in os.fspath(path)
+
+
+def _walk(class_dir: str):
+  """(directory, file names) under a class folder, sorted, as bytes (local) or str (remote)."""
+  if not _is_remote(class_dir):
+    for dirpath, dirnames, filenames in os.walk(os.fsencode(class_dir), followlinks=True):
+      dirnames[:] = sorted(d for d in dirnames if not d.startswith(b"."))
+      yield dirpath, sorted(filenames)
+    return
+  pending = [epath.Path(class_dir)]  # etils' walk() drops the gs:// prefix: recurse by hand.
+  while pending:
+    directory = pending.pop(0)
+    entries = sorted(directory.iterdir(), key=lambda p: p.name)
+    pending[:0] = [e for e in entries if e.is_dir() and not e.name.startswith(".")]
+    yield (os.fspath(directory).encode(),
+           [e.name.encode() for e in entries if not e.is_dir()])
+
+
+def _subfolders(folder) -> list[str]:
+  if _is_remote(folder):
+    return sorted(p.name for p in epath.Path(folder).iterdir() if p.is_dir())
+  return sorted(e.name for e in os.scandir(folder) if e.is_dir())
+
+
 @functools.lru_cache(maxsize=16)
 def _list(folder: str, signature) -> tuple[list[bytes], list[str]]:
   """(paths as bytes, class of each), sorted by class then path.
@@ -48,19 +75,18 @@ def _list(folder: str, signature) -> tuple[list[bytes], list[str]]:
   """
   del signature
   paths, classes, other, broken = [], [], [], []
-  for class_name in sorted(e.name for e in os.scandir(folder) if e.is_dir()):
+  for class_name in _subfolders(folder):
     class_dir = os.path.join(folder, class_name)
     found = 0
-    for dirpath, dirnames, filenames in os.walk(os.fsencode(class_dir), followlinks=True):
-      dirnames[:] = sorted(d for d in dirnames if not d.startswith(b"."))
-      for name in sorted(filenames):
+    for dirpath, filenames in _walk(class_dir):
+      for name in filenames:
         path = os.path.join(dirpath, name)
         lower = name.lower().decode("utf-8", "replace")
         if name.startswith(b".") or lower in _OS_FILES:
           continue
         if not lower.endswith(IMAGE_EXTENSIONS):
           other.append(path)
-        elif not os.path.exists(path):
+        elif not _is_remote(folder) and not os.path.exists(path):
           broken.append(path)
         else:
           paths.append(path)
@@ -107,6 +133,10 @@ def _bound(text: str, n: int, default: int, split: str) -> int:
   return value + n if value < 0 else value
 
 
+def _read_bytes(path: bytes) -> bytes:
+  return epath.Path(path.decode()).read_bytes()
+
+
 @sources.register("imagefolder")
 class FolderSource(sources.Source):
   """config.data_dir/<split folder>/<class>/<image files>."""
@@ -118,19 +148,19 @@ class FolderSource(sources.Source):
     if not root:
       raise ValueError("config.dataset='imagefolder' needs config.data_dir: a folder holding "
                        "train/<class>/* and val/<class>/* images.")
-    if not os.path.isdir(root):
+    if not epath.Path(root).is_dir():
       raise FileNotFoundError(f"config.data_dir={root!r} is not a directory.")
     self.root = root
     self.name = f"imagefolder {root}"
     class_folder = self._folder(sources.parse_split(config.train_split)[0])
-    self.class_names = sorted(e.name for e in os.scandir(class_folder) if e.is_dir())
+    self.class_names = _subfolders(class_folder)
     if not self.class_names:
       raise ValueError(f"{class_folder} has no class sub-folders; expected "
                        f"{class_folder}/<class>/<image files>.")
     self._label_of = {c: i for i, c in enumerate(self.class_names)}
 
   def split_names(self):
-    names = [e.name for e in os.scandir(self.root) if e.is_dir()]
+    names = _subfolders(self.root)
     # A "val" or "validation" folder is the "validation" split.
     if any(n in names for n in _FOLDER_NAMES["validation"]):
       names.append("validation")
@@ -139,9 +169,9 @@ class FolderSource(sources.Source):
   def _folder(self, name: str) -> str:
     for candidate in _FOLDER_NAMES.get(name, (name,)):
       folder = os.path.join(self.root, candidate)
-      if os.path.isdir(folder):
+      if epath.Path(folder).is_dir():
         return folder
-    existing = sorted(e.name for e in os.scandir(self.root) if e.is_dir())
+    existing = _subfolders(self.root)
     raise FileNotFoundError(
         f"Split {name!r} has no folder in config.data_dir={self.root!r} (it holds: "
         f"{existing}). Expected {self.root}/train/<class>/* and {self.root}/val/<class>/*.")
@@ -150,7 +180,7 @@ class FolderSource(sources.Source):
     """(paths as bytes, labels) of a possibly sliced split."""
     name, start, stop = sources.parse_split(split)
     folder = self._folder(name)
-    signature = (os.stat(folder).st_mtime_ns,) + tuple(
+    signature = None if _is_remote(folder) else (os.stat(folder).st_mtime_ns,) + tuple(
         (e.name, e.stat().st_mtime_ns) for e in os.scandir(folder) if e.is_dir())
     paths, classes = _list(folder, signature)
     unknown = sorted(set(classes) - set(self._label_of))
@@ -175,8 +205,12 @@ class FolderSource(sources.Source):
     paths, labels = self.files(split)
     paths, labels = paths[process_index::process_count], labels[process_index::process_count]
     paths_t, labels_t = tf.constant(list(paths), tf.string), tf.constant(labels)
+    remote = _is_remote(self.root)
 
     def load(index):
+      if remote:  # Through etils.epath: TF's own GCS client reaches only Google.
+        data = tf.numpy_function(_read_bytes, [paths_t[index]], tf.string, stateful=False)
+        return {"image": tf.ensure_shape(data, []), "label": labels_t[index]}
       return {"image": tf.io.read_file(paths_t[index]), "label": labels_t[index]}
 
     return len(paths), load, lambda index: display(paths[int(index)])

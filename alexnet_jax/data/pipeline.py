@@ -24,13 +24,18 @@ import math
 import os
 from typing import Callable, Iterator, Optional
 
+import numpy as np
 import tensorflow as tf
 
 from alexnet_jax import runtime
 from alexnet_jax.data import augment
+from alexnet_jax.data import cache
 from alexnet_jax.data import sources
 
 runtime.hide_accelerators_from_tensorflow()
+
+# Eval passes this small (preprocessed crops) are kept in memory after the first.
+EVAL_CACHE_BYTES = 512 << 20
 
 
 def available_cores() -> int:
@@ -95,14 +100,15 @@ def create_train_iterator(config, *, start_step=0, process_index=None,
                                  process_count=process_count)
   train_split, _ = _splits(config, source)
   global_batch, seed = config.batch_size, int(config.seed)
-  share = source.train_share(train_split, seed=seed,
-                             shuffle_buffer_size=int(config.shuffle_buffer_size))
+  share = cache.decoded_share(source, train_split, seed=seed, setting=config.cache_train,
+                              cores=available_cores()) or source.train_share(
+                                  train_split, seed=seed,
+                                  shuffle_buffer_size=int(config.shuffle_buffer_size))
   n = share.num_examples
   if n < global_batch:
     raise ValueError(f"Split {train_split!r} of {source.name} has {n} examples, fewer than "
                      f"one global batch (config.batch_size={global_batch}).")
-  preprocess = None if getattr(source, "preprocessed", False) else (
-      augment.train_preprocess_fn(config))
+  preprocess = augment.train_preprocess_fn(config)
 
   def records_from(position):
     """(position, record) of this process's stream from `position` on (nothing decoded).
@@ -120,23 +126,16 @@ def create_train_iterator(config, *, start_step=0, process_index=None,
 
   def example(position, record):
     ex = share.load(record)
-    if preprocess is not None:
-      step, i = position // local_batch, position % local_batch
-      global_index = step * global_batch + process_index * local_batch + i
-      ex["image"] = preprocess(ex["image"],
-                               sources.derived_seed(seed, sources.AUGMENT_TAG, global_index))
-    return {"image": ex["image"], "label": ex["label"], "_pos": position}
+    step, i = position // local_batch, position % local_batch
+    global_index = step * global_batch + process_index * local_batch + i
+    image = preprocess(ex["image"], sources.derived_seed(seed, sources.AUGMENT_TAG, global_index))
+    return {"image": image, "label": ex["label"], "_pos": position}
 
   first = start_step * local_batch
-  if preprocess is None:  # Final images already (fake): load whole batches at once.
-    ds = records_from(first).batch(local_batch, drop_remainder=True).map(
-        lambda pos, rec: {**share.load(rec), "_pos": pos})
-  else:
-    ds = records_from(first).map(example, num_parallel_calls=available_cores())
-    if source.may_contain_corrupt_files and config.skip_corrupt_images:
-      ds = ds.ignore_errors(log_warning=True)
-    ds = ds.batch(local_batch, drop_remainder=True)
-  ds = ds.prefetch(tf.data.AUTOTUNE)
+  ds = records_from(first).map(example, num_parallel_calls=available_cores())
+  if source.may_contain_corrupt_files and config.skip_corrupt_images:
+    ds = ds.ignore_errors(log_warning=True)
+  ds = ds.batch(local_batch, drop_remainder=True).prefetch(tf.data.AUTOTUNE)
   return BatchIterator(_options(ds), start_position=first, batch_size=local_batch,
                        replay=_Replay(records_from, example, share.describe))
 
@@ -158,14 +157,34 @@ def create_eval_iterator(config, *, process_index=None, process_count=None) -> "
   label: int32 [b]; mask: bool [b], False on padding (zero images, label 0).
   b = config.eval_batch_size // process_count. Every process yields
   num_eval_batches(config) batches; together their real examples are the
-  split, each once.
+  split, each once. The pipeline is built once per config and process, then
+  only iterated again: later evals skip the seconds TF spends building it.
   """
   process_index, process_count = _processes(process_index, process_count)
   local_batch = _local_batch(config.eval_batch_size, process_count, "eval_batch_size")
+  key = (config.to_json_best_effort(), process_index, process_count)
+  if key not in _EVAL_PIPELINES:
+    if len(_EVAL_PIPELINES) >= 4:
+      _EVAL_PIPELINES.pop(next(iter(_EVAL_PIPELINES)))
+    _EVAL_PIPELINES[key] = _eval_pipeline(config, process_index, process_count, local_batch)
+  built = _EVAL_PIPELINES[key]
+  if callable(built):  # A source with its own iterator.
+    return built()
+  ds, num_real, replay = built
+  return BatchIterator(ds, start_position=0, batch_size=local_batch, num_real=num_real,
+                       replay=replay)
+
+
+_EVAL_PIPELINES: dict = {}
+
+
+def _eval_pipeline(config, process_index, process_count, local_batch):
+  """(tf.data pipeline, real examples, replay) of one process's eval pass, or a callable
+  making the iterator of a source that has its own."""
   source = sources.create(config)
   if source.eval_iterator is not None:
-    return source.eval_iterator(config, process_index=process_index,
-                                process_count=process_count)
+    return lambda: source.eval_iterator(config, process_index=process_index,
+                                        process_count=process_count)
   eval_split = _splits(config, source)[1]
   share = source.eval_share(eval_split, process_index, process_count)
   num_batches = math.ceil(source.split_size(eval_split) / config.eval_batch_size)
@@ -173,8 +192,7 @@ def create_eval_iterator(config, *, process_index=None, process_count=None) -> "
   if share.num_examples > total:  # Cannot happen with even splits; guards the padding.
     raise AssertionError(f"Process {process_index} has {share.num_examples} eval examples, "
                          f"more than {num_batches} batches of {local_batch} hold.")
-  preprocess = None if getattr(source, "preprocessed", False) else (
-      augment.eval_preprocess_fn(config))
+  preprocess = augment.eval_preprocess_fn(config)
   s = config.image_size
   image_shape = [s, s, 3] if config.eval_crops == 1 else [config.eval_crops, s, s, 3]
 
@@ -183,19 +201,19 @@ def create_eval_iterator(config, *, process_index=None, process_count=None) -> "
 
   def example(position, record):
     ex = share.load(record)
-    image = ex["image"] if preprocess is None else preprocess(ex["image"])
-    return {"image": image, "label": ex["label"], "mask": tf.constant(True), "_pos": position}
+    return {"image": preprocess(ex["image"]), "label": ex["label"], "mask": tf.constant(True),
+            "_pos": position}
 
   ds = records_from(0).map(example, num_parallel_calls=available_cores())
   if source.may_contain_corrupt_files and config.skip_corrupt_images:
     ds = ds.ignore_errors(log_warning=True)
+  if share.num_examples * np.prod(image_shape) <= EVAL_CACHE_BYTES:
+    ds = ds.cache()  # Later evals read the crops from memory.
   padding = tf.data.Dataset.from_tensors({
       "image": tf.zeros(image_shape, tf.uint8), "label": tf.constant(0, tf.int32),
       "mask": tf.constant(False), "_pos": tf.constant(-1, tf.int64)}).repeat()
   ds = ds.concatenate(padding).take(total).batch(local_batch).prefetch(tf.data.AUTOTUNE)
-  return BatchIterator(_options(ds), start_position=0, batch_size=local_batch,
-                       num_real=share.num_examples,
-                       replay=_Replay(records_from, example, share.describe))
+  return _options(ds), share.num_examples, _Replay(records_from, example, share.describe)
 
 
 # ----------------------------------------------------------------------------

@@ -16,6 +16,7 @@ override `train_iterator` / `eval_iterator`; the others give records and a
 from __future__ import annotations
 
 import dataclasses
+import importlib
 import logging
 import re
 from typing import Callable
@@ -128,9 +129,21 @@ def registered() -> tuple[str, ...]:
   return tuple(sorted(_REGISTRY))
 
 
+def _import_sources() -> None:
+  """Imports every module of alexnet_jax.data, so each @register runs.
+
+  A new source is one new module in this package; nothing else lists it.
+  """
+  import pkgutil  # pylint: disable=g-import-not-at-top
+  from alexnet_jax import data  # pylint: disable=g-import-not-at-top
+  for module in pkgutil.iter_modules(data.__path__):
+    importlib.import_module(f"alexnet_jax.data.{module.name}")
+
+
 def create(config) -> Source:
   """The source config.dataset names; unregistered names are TFDS datasets."""
-  from alexnet_jax.data import fake, folder, prepared, tfds_source  # noqa: F401  pylint: disable=g-import-not-at-top,unused-import
+  _import_sources()
+  from alexnet_jax.data import tfds_source  # pylint: disable=g-import-not-at-top
   cls = _REGISTRY.get(config.dataset, tfds_source.TfdsSource)
   return cls(config)
 

@@ -126,7 +126,6 @@ class TfdsSource(sources.Source):
           f"TFDS dataset {config.dataset!r} has no {missing} feature(s) (it has "
           f"{sorted(features.keys())}); the pipeline needs 'image' and 'label'.")
     self.class_names = list(features["label"].names)
-    self.cache = config.cache_train
 
   def _reads_anyway(self) -> bool:
     try:
@@ -168,8 +167,6 @@ class TfdsSource(sources.Source):
     k = int(np.clip(total // MIN_SHARD_EXAMPLES, 1, MAX_SHARDS))
     shards = [self._read(s) for s in tfds.even_splits(split, n=k)]
     sizes = [self._size_of(ds, split) for ds in shards]
-    if self.cache:
-      shards = [ds.cache() for ds in shards]
     shard_of_position = np.repeat(np.arange(k, dtype=np.int64), sizes)
     buffer_size = max(1, min(total, int(shuffle_buffer_size)))
 

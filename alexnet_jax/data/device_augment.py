@@ -1,0 +1,169 @@
+"""Augmentation and eval crops on the accelerator, for images stored at a fixed size.
+
+Prepared datasets (`alexnet_jax.prepare`) store every image as uint8
+R x R x 3 (R = config.resize_size; the paper stored 256 x 256). The host then
+only copies bytes, and these functions, traced into the jitted steps, do what
+the host pipeline does to JPEGs:
+
+  paper      a uniformly random S x S crop (S = config.image_size), a random
+             horizontal flip, PCA lighting noise of scale config.pca_lighting;
+  inception  a random-resized crop (torchvision's RandomResizedCrop sampler:
+             area in config.inception_area_range, log-uniform aspect in
+             [3/4, 4/3], 10 tries, else the centre crop of the whole image)
+             resized to S x S with an antialiased bilinear kernel, then a flip;
+  none       the centre crop.
+
+Each example's randomness comes from its own key, fold_in(key(config.seed),
+global index), the index of the example in the stream of global batches
+(step * batch_size + position). A resumed run, or one on another number of
+devices or processes, draws the same crops for the same examples.
+
+Outputs are float32 on the 0..255 scale (clipped after lighting), ready for
+`evaluation.normalize_images`.
+"""
+
+from __future__ import annotations
+
+import math
+
+import jax
+import jax.numpy as jnp
+from jax import lax
+
+# The same PCA basis as the host pipeline (alexnet_jax.data.augment).
+IMAGENET_PCA_EIGVAL = (0.2175, 0.0188, 0.0045)
+IMAGENET_PCA_EIGVEC = (
+    (-0.5675, 0.7192, 0.4009),
+    (-0.5808, -0.0045, -0.8140),
+    (-0.5836, -0.6948, 0.4203),
+)
+_AUGMENT_TAG = 2  # Keeps augmentation keys apart from other streams of the same seed.
+_ATTEMPTS = 10
+
+
+def example_keys(seed: int, global_indices):
+  """One key per example: fold_in(fold_in(key(seed), tag), global index)."""
+  root = jax.random.fold_in(jax.random.key(seed), _AUGMENT_TAG)
+  return jax.vmap(lambda i: jax.random.fold_in(root, i))(global_indices)
+
+
+def lighting_delta(key, sigma):
+  """The paper's per-image RGB offset on [0, 1]: V @ (alpha * lambda), alpha ~ N(0, sigma^2)."""
+  alpha = sigma * jax.random.normal(key, (3,), jnp.float32)
+  return jnp.asarray(IMAGENET_PCA_EIGVEC, jnp.float32) @ (
+      alpha * jnp.asarray(IMAGENET_PCA_EIGVAL, jnp.float32))
+
+
+def _flip(image, key):
+  return jnp.where(jax.random.bernoulli(key), image[:, ::-1], image)
+
+
+def paper_crop(image, key, *, size, pca_sigma, random_flip):
+  """One uint8 [R, R, 3] image -> float32 [size, size, 3]: random crop, flip, lighting."""
+  crop_key, flip_key, light_key = jax.random.split(key, 3)
+  height, width = image.shape[0], image.shape[1]
+  y_key, x_key = jax.random.split(crop_key)
+  y = jax.random.randint(y_key, (), 0, height - size + 1)
+  x = jax.random.randint(x_key, (), 0, width - size + 1)
+  out = lax.dynamic_slice(image, (y, x, 0), (size, size, 3)).astype(jnp.float32)
+  if random_flip:
+    out = _flip(out, flip_key)
+  if pca_sigma:
+    out = jnp.clip(out + 255.0 * lighting_delta(light_key, pca_sigma), 0.0, 255.0)
+  return out
+
+
+def sample_window(key, height, width, *, area_range, aspect_range=(3 / 4, 4 / 3)):
+  """torchvision's RandomResizedCrop window (y, x, h, w), as float32 scalars.
+
+  Ten candidates (area fraction uniform in area_range, aspect log-uniform in
+  aspect_range); the first that fits wins, else the centre crop of the whole
+  image clamped to the aspect range.
+  """
+  area_key, ratio_key, y_key, x_key = jax.random.split(key, 4)
+  area = height * width * jax.random.uniform(area_key, (_ATTEMPTS,), minval=area_range[0],
+                                             maxval=area_range[1])
+  log_ratio = jax.random.uniform(ratio_key, (_ATTEMPTS,), minval=math.log(aspect_range[0]),
+                                 maxval=math.log(aspect_range[1]))
+  ratio = jnp.exp(log_ratio)
+  w = jnp.round(jnp.sqrt(area * ratio))
+  h = jnp.round(jnp.sqrt(area / ratio))
+  fits = (w > 0) & (h > 0) & (w <= width) & (h <= height)
+  first = jnp.argmax(fits)
+  h, w = h[first], w[first]
+  y = jnp.floor(jax.random.uniform(y_key) * (height - h + 1))
+  x = jnp.floor(jax.random.uniform(x_key) * (width - w + 1))
+  # Fallback (torchvision's): the centre of the whole image, cut to the aspect range.
+  lo, hi = aspect_range
+  fb_h, fb_w = float(height), float(width)
+  if width / height < lo:
+    fb_h = float(round(width / lo))
+  elif width / height > hi:
+    fb_w = float(round(height * hi))
+  fb_y, fb_x = float((height - fb_h) // 2), float((width - fb_w) // 2)
+  ok = jnp.any(fits)
+  return (jnp.where(ok, y, fb_y), jnp.where(ok, x, fb_x), jnp.where(ok, h, fb_h),
+          jnp.where(ok, w, fb_w))
+
+
+def resized_window(image, y, x, h, w, size):
+  """The window [y, y+h) x [x, x+w) of an image resized to size x size (antialiased bilinear)."""
+  scale = jnp.stack([size / h, size / w])
+  translation = -jnp.stack([y, x]) * scale
+  return jax.image.scale_and_translate(image.astype(jnp.float32), (size, size, 3), (0, 1),
+                                       scale, translation, method="linear", antialias=True)
+
+
+def inception_crop(image, key, *, size, area_range, random_flip):
+  """One uint8 [R, R, 3] image -> float32 [size, size, 3]: random-resized crop and flip."""
+  window_key, flip_key = jax.random.split(key)
+  y, x, h, w = sample_window(window_key, image.shape[0], image.shape[1], area_range=area_range)
+  out = jnp.clip(resized_window(image, y, x, h, w, size), 0.0, 255.0)
+  return _flip(out, flip_key) if random_flip else out
+
+
+def centre_offset(stored: int, size: int) -> int:
+  """torchvision's CenterCrop offset: rounded half to even."""
+  return int(round((stored - size) / 2.0))
+
+
+def centre_crop(images, size):
+  """[B, R, R, 3] -> [B, size, size, 3]."""
+  top, left = centre_offset(images.shape[1], size), centre_offset(images.shape[2], size)
+  return images[:, top:top + size, left:left + size]
+
+
+def ten_crops(images, size):
+  """[B, R, R, 3] -> [B, 10, size, size, 3]: corners, centre, then the same mirrored."""
+  crops = jnp.stack([images[:, :size, :size], images[:, :size, -size:],
+                     images[:, -size:, :size], images[:, -size:, -size:],
+                     centre_crop(images, size)], axis=1)
+  return jnp.concatenate([crops, crops[:, :, :, ::-1]], axis=1)
+
+
+def train_fn(config):
+  """(uint8 [B, R, R, 3], global indices [B]) -> float32 [B, S, S, 3] for config.augmentation."""
+  size, seed = int(config.image_size), int(config.seed)
+  if config.augmentation == "paper":
+    one = lambda image, key: paper_crop(image, key, size=size,
+                                        pca_sigma=float(config.pca_lighting),
+                                        random_flip=bool(config.random_flip))
+  elif config.augmentation == "inception":
+    area = tuple(float(a) for a in config.inception_area_range)
+    one = lambda image, key: inception_crop(image, key, size=size, area_range=area,
+                                            random_flip=bool(config.random_flip))
+  else:
+    return lambda images, indices: centre_crop(images, size).astype(jnp.float32)
+
+  def augment(images, indices):
+    return jax.vmap(one)(images, example_keys(seed, indices))
+
+  return augment
+
+
+def eval_fn(config):
+  """uint8 [B, R, R, 3] -> uint8 [B, S, S, 3] (centre) or [B, 10, S, S, 3]."""
+  size = int(config.image_size)
+  if int(config.eval_crops) == 10:
+    return lambda images: ten_crops(images, size)
+  return lambda images: centre_crop(images, size)

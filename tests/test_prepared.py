@@ -1,0 +1,156 @@
+"""Prepared datasets: what is stored, resumable and atomic preparation, exact reading."""
+
+import collections
+import math
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from alexnet_jax import config_lib
+from alexnet_jax import data
+from alexnet_jax import prepare as prepare_lib
+from alexnet_jax.data import augment
+from alexnet_jax.data import prepared
+from alexnet_jax.data import sklearn_digits
+
+
+def _digits_config(tfds_data_dir, **overrides):
+  c = config_lib.load("quickstart")
+  c.tfds_data_dir = tfds_data_dir
+  c.image_size, c.resize_size = 24, 32
+  c.batch_size, c.eval_batch_size = 64, 100
+  c.update(overrides)
+  return c
+
+
+@pytest.fixture(scope="module")
+def digits_dir(tmp_path_factory, tfds_data_dir):
+  out = tmp_path_factory.mktemp("prepared_digits")
+  prepare_lib.prepare(_digits_config(tfds_data_dir), out, shard_size=500)
+  return out
+
+
+def _train_config(tfds_data_dir, root, **overrides):
+  return _digits_config(tfds_data_dir, dataset="prepared", data_dir=str(root), **overrides)
+
+
+def test_the_stored_images_are_the_resized_source(digits_dir, tfds_data_dir):
+  manifest = prepared.read_manifest(digits_dir)
+  assert manifest["image_size"] == 32 and manifest["class_names"] == [str(d) for d in range(10)]
+  assert {k: v["num_examples"] for k, v in manifest["splits"].items()} == {
+      "train": 1437, "validation": 360}
+  assert [s["count"] for s in manifest["splits"]["train"]["shards"]] == [500, 500, 437]
+  assert manifest["bytes_per_example"] == 32 * 32 * 3 + 4
+  c = _train_config(tfds_data_dir, digits_dir)
+  info = data.dataset_info(c)
+  assert (info.num_train_examples, info.num_eval_examples, info.stored_size) == (1437, 360, 32)
+  # Every eval example, read back, is the source image resized as eval resizes it.
+  images, labels, _ = sklearn_digits.load_split_arrays()["test"]
+  expected = collections.Counter(
+      (augment.eval_center(tf.constant(img), image_size=32, resize_size=32).numpy().tobytes(),
+       int(lab)) for img, lab in zip(images, labels))
+  got = collections.Counter()
+  for batch in data.create_eval_iterator(c, process_index=0, process_count=1):
+    for img, lab in zip(batch["image"][batch["mask"]], batch["label"][batch["mask"]]):
+      got[(img.tobytes(), int(lab))] += 1
+  assert got == expected
+
+
+def test_global_batches_are_the_same_on_any_number_of_processes(digits_dir, tfds_data_dir):
+  c = _train_config(tfds_data_dir, digits_dir, batch_size=480)
+  one = data.create_train_iterator(c, start_step=1, process_index=0, process_count=1)
+  two = [data.create_train_iterator(c, start_step=1, process_index=p, process_count=2)
+         for p in range(2)]
+  for _ in range(4):  # 1437 / 480: crosses an epoch boundary
+    whole = next(one)
+    halves = [next(it) for it in two]
+    for key in ("image", "label"):
+      np.testing.assert_array_equal(np.concatenate([h[key] for h in halves]), whole[key])
+
+
+def test_epochs_visit_every_example_once_and_resume_exactly(digits_dir, tfds_data_dir):
+  c = _train_config(tfds_data_dir, digits_dir, batch_size=479)  # 3 steps = one epoch
+  it = data.create_train_iterator(c, process_index=0, process_count=1)
+  batches = [next(it) for _ in range(6)]
+  counts = collections.Counter()
+  for b in batches[:3]:
+    counts.update(img.tobytes() + bytes([lab]) for img, lab in zip(b["image"], b["label"]))
+  assert sum(counts.values()) == 1437
+  manifest = prepared.read_manifest(digits_dir)
+  assert len(counts) == len({img.tobytes() + bytes([lab]) for b in batches[3:] for img, lab in
+                             zip(b["image"], b["label"])})
+  assert not np.array_equal(batches[0]["label"], batches[3]["label"])  # another order
+  resumed = data.create_train_iterator(c, start_step=4, process_index=0, process_count=1)
+  for want in batches[4:]:
+    got = next(resumed)
+    np.testing.assert_array_equal(got["image"], want["image"])
+    np.testing.assert_array_equal(got["label"], want["label"])
+  assert manifest["splits"]["train"]["skipped"] == []
+
+
+@pytest.mark.parametrize("process_count,eval_batch_size", [(1, 100), (2, 100), (2, 14)])
+def test_eval_covers_the_split_exactly_once(digits_dir, tfds_data_dir, process_count,
+                                            eval_batch_size):
+  c = _train_config(tfds_data_dir, digits_dir, eval_batch_size=eval_batch_size)
+  labels, counts = [], []
+  for p in range(process_count):
+    batches = list(data.create_eval_iterator(c, process_index=p, process_count=process_count))
+    counts.append(len(batches))
+    for b in batches:
+      assert b["image"].shape == (eval_batch_size // process_count, 32, 32, 3)
+      assert not b["image"][~b["mask"]].any()
+      labels += b["label"][b["mask"]].tolist()
+  assert counts == [math.ceil(360 / eval_batch_size)] * process_count
+  assert data.num_eval_batches(c, process_count) == counts[0]
+  assert collections.Counter(labels) == collections.Counter(
+      sklearn_digits.load_split_arrays()["test"][1].tolist())
+
+
+def test_an_interrupted_preparation_is_refused_then_resumed(flowers, tmp_path, monkeypatch):
+  c = config_lib.base_config()
+  c.dataset, c.data_dir = "imagefolder", str(flowers)
+  c.image_size, c.resize_size = 24, 28
+  complete = tmp_path / "complete"
+  prepare_lib.prepare(c, complete, shard_size=4)
+
+  real_write, writes = prepare_lib._write_file, []
+
+  def dying_write(target, content):
+    writes.append(target)
+    if len(writes) == 5:  # in the middle of the training split's shards
+      raise KeyboardInterrupt("killed")
+    real_write(target, content)
+
+  monkeypatch.setattr(prepare_lib, "_write_file", dying_write)
+  partial = tmp_path / "partial"
+  with pytest.raises(KeyboardInterrupt):
+    prepare_lib.prepare(c, partial, shard_size=4)
+  monkeypatch.undo()
+  training = c.copy_and_resolve_references()
+  training.dataset, training.data_dir = "prepared", str(partial)
+  with pytest.raises(FileNotFoundError, match="interrupted; rerun the same"):
+    data.dataset_info(training)
+  prepare_lib.prepare(c, partial, shard_size=4)  # picks up after the last complete shard
+  for name in sorted(p.name for p in complete.iterdir()):
+    assert (partial / name).read_bytes() == (complete / name).read_bytes(), name
+  info = data.dataset_info(training)
+  assert (info.num_train_examples, info.num_eval_examples) == (15, 10)
+
+
+def test_undecodable_files_are_left_out_and_named(flowers, tmp_path):
+  import shutil  # pylint: disable=g-import-not-at-top
+  root = tmp_path / "folder"
+  shutil.copytree(flowers, root)
+  (root / "train" / "roses" / "broken.jpg").write_bytes(b"\xff\xd8\xff not really")
+  c = config_lib.base_config()
+  c.dataset, c.data_dir = "imagefolder", str(root)
+  c.image_size, c.resize_size = 24, 28
+  manifest = prepare_lib.prepare(c, tmp_path / "out")
+  assert manifest["splits"]["train"]["num_examples"] == 15
+  assert [s.endswith("broken.jpg") for s in manifest["splits"]["train"]["skipped"]] == [True]
+
+
+def test_a_config_that_does_not_match_the_stored_size_is_refused(digits_dir, tfds_data_dir):
+  with pytest.raises(ValueError, match="prepared with resize_size=32.*--config.resize_size=32"):
+    data.dataset_info(_train_config(tfds_data_dir, digits_dir, resize_size=36))
