@@ -38,8 +38,11 @@ class Field:
   # value -> None when fine, else what is required ("must be > 0").
   check: Callable[[Any], str | None] | None = None
 
-  def allowed(self):
-    return self.choices() if callable(self.choices) else self.choices
+  def allowed(self) -> tuple | None:
+    # Registries are dicts read when asked, so entries added after import count.
+    if self.choices is None:
+      return None
+    return tuple(self.choices() if callable(self.choices) else self.choices)
 
 
 def _positive(v):
@@ -151,15 +154,17 @@ FIELDS: dict[str, Field] = {
                      check=_rgb),
     "shuffle_buffer_size": Field(16_384, "TFDS sources: shuffle buffer (examples)",
                                  check=_at_least_one),
-    "cache_train": Field(False, "TFDS sources: cache the encoded training records in memory"),
+    "cache_train": Field("auto", "keep the training split's decoded images in memory: True, "
+                         "False, or auto (when they fit in 1 GiB)", type=object,
+                         choices=("auto", True, False)),
     "skip_corrupt_images": Field(False, "imagefolder: skip (and name and count) undecodable "
                                  "files instead of stopping"),
     "prefetch_batches": Field(2, "batches copied to the devices ahead of the step",
                               check=_at_least_one),
     "fake_num_examples": Field(1024, "fake: examples per split", check=_at_least_one),
     # ---- model ----
-    "model.variant": Field("paper", "paper, torchvision, seed or small",
-                           choices=_models("VARIANTS")),
+    "model.variant": Field("paper", "the network (models.ARCHITECTURES)",
+                           choices=_models("ARCHITECTURES")),
     "model.activation": Field(None, "unset: the variant's (relu)", type=str,
                               choices=_models("ACTIVATIONS")),
     "model.lrn": Field(None, "local response norm after conv1/conv2; unset: the variant's",
@@ -169,7 +174,7 @@ FIELDS: dict[str, Field] = {
                                 type=float, check=_model_check("dropout_rate")),
     "model.width_multiplier": Field(1.0, "scales every conv and FC width",
                                     check=_model_check("width_multiplier")),
-    "model.init": Field(None, "paper, seed, torch or flax; unset: the variant's", type=str,
+    "model.init": Field(None, "weight initialisation; unset: the variant's", type=str,
                         choices=_models("INITS")),
     "model.cpu_kernels": Field("auto", "auto, on or off: CPU-fast formulations (auto: on when "
                                "JAX's default backend is the CPU)",
@@ -182,8 +187,8 @@ FIELDS: dict[str, Field] = {
     "num_train_steps": Field(-1, "training length in steps; > 0 wins over num_epochs"),
     "learning_rate": Field(0.01, "peak learning rate", check=_positive),
     "scale_lr_by_batch": Field(False, "lr = learning_rate * batch_size / 256"),
-    "optimizer": Field("sgd", "sgd (momentum), lars, adam or adamw",
-                       choices=_optim("OPTIMIZERS")),
+    "optimizer": Field("sgd", "update rule (sgd: momentum SGD, the paper's)",
+                       choices=_optim("OPTIMIZER_BUILDERS")),
     "momentum": Field(0.9, "sgd/lars momentum (0 disables)", check=_fraction),
     "nesterov": Field(False, "sgd/lars: Nesterov momentum"),
     "adam_betas": Field((0.9, 0.999), "adam/adamw (b1, b2)", check=_betas),
@@ -191,10 +196,10 @@ FIELDS: dict[str, Field] = {
     "weight_decay": Field(5e-4, "weight decay", check=_non_negative),
     "decoupled_weight_decay": Field(False, "False: added to the gradient (the paper, "
                                     "torch.optim.SGD/Adam); True: decoupled (always for adamw)"),
-    "weight_decay_mask": Field("all", "all parameters or kernels only",
+    "weight_decay_mask": Field("all", "which parameters decay (all: the paper)",
                                choices=_optim("WEIGHT_DECAY_MASKS")),
-    "lr_schedule": Field("plateau", "constant, step, plateau (÷10 when eval top-1 stalls) or "
-                         "cosine", choices=_optim("SCHEDULES")),
+    "lr_schedule": Field("plateau", "learning-rate schedule (plateau: ÷10 when eval top-1 "
+                         "stalls, the paper's)", choices=_optim("SCHEDULE_BUILDERS")),
     "lr_step_epochs": Field((30, 60), "step: epochs at which lr is multiplied by lr_decay_factor"),
     "lr_decay_factor": Field(0.1, "step and plateau decay factor", check=_open_fraction),
     "warmup_epochs": Field(0.0, "linear warm-up (epochs)", check=_non_negative),
@@ -349,6 +354,8 @@ def help_text() -> str:
   for key, field in FIELDS.items():
     default = "unset" if field.default is None else repr(field.default)
     lines.append(f"  {key} = {default}\n      {field.help}")
+    if field.choices is not None:
+      lines.append("      one of: " + ", ".join(map(repr, field.allowed())))
   return "\n".join(lines)
 
 

@@ -22,8 +22,6 @@ import jax
 import jax.numpy as jnp
 import optax
 
-SCHEDULES = ("constant", "step", "plateau", "cosine")
-OPTIMIZERS = ("sgd", "lars", "adam", "adamw")
 WEIGHT_DECAY_MASKS = ("all", "kernels")
 
 
@@ -35,40 +33,48 @@ def base_learning_rate(config) -> float:
   return lr
 
 
-def create_learning_rate_fn(config, steps_per_epoch: int):
-  """Returns `step -> learning rate` for the step-only part of the schedule.
+def total_train_steps(config, steps_per_epoch: int) -> int:
+  """`num_train_steps` when positive, else `num_epochs` × steps per epoch."""
+  if config.num_train_steps > 0:
+    return int(config.num_train_steps)
+  return int(round(config.num_epochs * steps_per_epoch))
 
-  For `plateau` this is the constant base rate; the host multiplies in the
-  plateau scale. `step` decays by `lr_decay_factor` at each of
-  `lr_step_epochs`; `cosine` decays to zero over the run. Both warm up linearly
-  for `warmup_epochs`.
-  """
+
+# ---- schedules: name -> (config, base lr, steps per epoch, steps after warm-up) -> schedule ----
+
+
+def _step_schedule(config, base, steps_per_epoch, warmup_steps, _):
+  boundaries = {int(round(e * steps_per_epoch)) - warmup_steps: config.lr_decay_factor
+                for e in config.lr_step_epochs}
+  return optax.piecewise_constant_schedule(base, boundaries)
+
+
+SCHEDULE_BUILDERS = {
+    "constant": lambda config, base, *_: optax.constant_schedule(base),
+    # The ÷10 of the plateau rule happens on the device (PlateauState).
+    "plateau": lambda config, base, *_: optax.constant_schedule(base),
+    "step": _step_schedule,
+    "cosine": lambda config, base, spe, warmup, remaining: optax.cosine_decay_schedule(
+        base, max(1, remaining)),
+}
+SCHEDULES = tuple(SCHEDULE_BUILDERS)
+
+
+def create_learning_rate_fn(config, steps_per_epoch: int):
+  """`step -> learning rate` for the step-only part of the schedule, after a linear
+  warm-up of config.warmup_epochs (the plateau scale multiplies in on the device)."""
   base = base_learning_rate(config)
   warmup_steps = int(round(config.warmup_epochs * steps_per_epoch))
-  total_steps = max(1, total_train_steps(config, steps_per_epoch))
-
-  if config.lr_schedule in ("constant", "plateau"):
-    main = optax.constant_schedule(base)
-  elif config.lr_schedule == "step":
-    boundaries = {
-        int(round(e * steps_per_epoch)) - warmup_steps: config.lr_decay_factor
-        for e in config.lr_step_epochs
-    }
-    main = optax.piecewise_constant_schedule(base, boundaries)
-  else:  # cosine
-    main = optax.cosine_decay_schedule(base, max(1, total_steps - warmup_steps))
-
+  remaining = max(1, total_train_steps(config, steps_per_epoch)) - warmup_steps
+  main = SCHEDULE_BUILDERS[config.lr_schedule](config, base, steps_per_epoch, warmup_steps,
+                                               remaining)
   if warmup_steps <= 0:
     return main
   warmup = optax.linear_schedule(0.0, base, warmup_steps)
   return optax.join_schedules([warmup, main], [warmup_steps])
 
 
-def total_train_steps(config, steps_per_epoch: int) -> int:
-  """`num_train_steps` when positive, else `num_epochs` × steps per epoch."""
-  if config.num_train_steps > 0:
-    return int(config.num_train_steps)
-  return int(round(config.num_epochs * steps_per_epoch))
+# ---- optimisers: name -> (config, decay) -> the update direction, before the learning rate ----
 
 
 def weight_decay_mask(params, which: str):
@@ -79,36 +85,51 @@ def weight_decay_mask(params, which: str):
       lambda path, _: getattr(path[-1], "key", None) == "kernel", params)
 
 
+def _momentum(config):
+  return [optax.trace(decay=float(config.momentum), nesterov=config.nesterov)
+          ] if config.momentum else []
+
+
+def _adam(config):
+  b1, b2 = config.adam_betas
+  return [optax.scale_by_adam(b1=float(b1), b2=float(b2), eps=float(config.adam_eps))]
+
+
+def _lars(config):
+  return [optax.scale_by_trust_ratio(trust_coefficient=0.001), *_momentum(config)]
+
+
+# Each entry: (direction, decoupled weight decay?). Coupled decay is added to
+# the gradient before the direction (torch.optim.SGD/Adam, the paper);
+# decoupled decay after it (AdamW). LARS scales the decayed gradient by the
+# trust ratio |w| / |g + wd w|, as optax.lars.
+OPTIMIZER_BUILDERS = {
+    "sgd": (_momentum, None),
+    "adam": (_adam, None),
+    "adamw": (_adam, True),
+    "lars": (_lars, False),
+}
+OPTIMIZERS = tuple(OPTIMIZER_BUILDERS)
+
+
 def create_optimizer(config) -> optax.GradientTransformation:
   """The Optax chain named by the config, with an injectable `learning_rate`.
 
   sgd, coupled (default): p ← p − lr·m,  m ← μ·m + (g + wd·p)   [torch.optim.SGD]
   sgd, decoupled:         p ← p − lr·(m + wd·p),  m ← μ·m + g
-  adam, coupled:          Adam on g + wd·p                        [torch.optim.Adam]
-  adamw (or adam, decoupled): p ← p − lr·(adam(g) + wd·p)         [torch.optim.AdamW]
-  lars:                   optax.lars (trust-ratio scaled SGD momentum).
+  adam (coupled) / adamw: Adam on g + wd·p / p ← p − lr·(adam(g) + wd·p)  [torch Adam/AdamW]
+  lars:                   trust-ratio scaled SGD momentum (optax.lars).
   """
+  direction, decoupled = OPTIMIZER_BUILDERS[config.optimizer]
+  if decoupled is None:
+    decoupled = config.decoupled_weight_decay
   wd = float(config.weight_decay)
-  momentum = float(config.momentum) or None
   mask = lambda params: weight_decay_mask(params, config.weight_decay_mask)
+  decay = [optax.add_decayed_weights(wd, mask)] if wd else []
 
   def make(learning_rate):
-    if config.optimizer == "lars":
-      return optax.lars(learning_rate, weight_decay=wd, weight_decay_mask=mask,
-                        momentum=momentum or 0.0, nesterov=config.nesterov)
-    decoupled = config.decoupled_weight_decay or config.optimizer == "adamw"
-    parts = []
-    if wd and not decoupled:
-      parts.append(optax.add_decayed_weights(wd, mask))
-    if config.optimizer in ("adam", "adamw"):
-      b1, b2 = config.adam_betas
-      parts.append(optax.scale_by_adam(b1=float(b1), b2=float(b2), eps=float(config.adam_eps)))
-    elif momentum:
-      parts.append(optax.trace(decay=momentum, nesterov=config.nesterov))
-    if wd and decoupled:
-      parts.append(optax.add_decayed_weights(wd, mask))
-    parts.append(optax.scale_by_learning_rate(learning_rate))
-    return optax.chain(*parts)
+    parts = ([] if decoupled else decay) + direction(config) + (decay if decoupled else [])
+    return optax.chain(*parts, optax.scale_by_learning_rate(learning_rate))
 
   return optax.inject_hyperparams(make)(learning_rate=base_learning_rate(config))
 
