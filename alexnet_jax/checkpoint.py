@@ -16,7 +16,8 @@ written on 8 devices restores on one CPU and vice versa.
 
 from __future__ import annotations
 
-import json
+import contextlib
+import errno
 import logging
 import os
 import shutil
@@ -26,10 +27,12 @@ from typing import Any
 import jax
 import numpy as np
 import orbax.checkpoint as ocp
+from etils import epath
 from orbax.checkpoint import checkpoint_managers as ocp_managers
 
+from alexnet_jax import workdir as workdir_lib
+
 FORMAT_VERSION = 1
-CHECKPOINT_DIR = "checkpoints"
 
 
 class CheckpointError(RuntimeError):
@@ -40,16 +43,21 @@ class UnreadableCheckpointError(RuntimeError):
   """A step's files are damaged or incomplete (restore_latest falls back past it)."""
 
 
-def checkpoint_dir(workdir_or_dir: str) -> str:
+def absolute(path) -> epath.Path:
+  """An absolute epath (local paths resolved against the current directory)."""
+  path = epath.Path(path)
+  return path if "://" in os.fspath(path) else epath.Path(os.path.abspath(path))
+
+
+def checkpoint_dir(workdir_or_dir) -> epath.Path:
   """`workdir/checkpoints` for a workdir; the path itself when it already is one."""
-  path = os.path.abspath(os.fspath(workdir_or_dir))
-  sub = os.path.join(path, CHECKPOINT_DIR)
-  return sub if os.path.isdir(sub) or not _looks_like_checkpoint_dir(path) else path
+  path = absolute(workdir_or_dir)
+  sub = path / workdir_lib.CHECKPOINT_DIR
+  return sub if sub.is_dir() or not _looks_like_checkpoint_dir(path) else path
 
 
-def _looks_like_checkpoint_dir(path: str) -> bool:
-  return os.path.isdir(path) and any(
-      name.isdigit() and os.path.isdir(os.path.join(path, name)) for name in os.listdir(path))
+def _looks_like_checkpoint_dir(path: epath.Path) -> bool:
+  return path.is_dir() and any(p.name.isdigit() and p.is_dir() for p in path.iterdir())
 
 
 def shape_differences(expected, stored) -> list[str]:
@@ -69,12 +77,42 @@ def shape_differences(expected, stored) -> list[str]:
   return diffs
 
 
+class _DropReadOnlyNotice(logging.Filter):
+  _NOTICES = ("Given directory is read only", "CheckpointManagerOptions.read_only=True")
+
+  def filter(self, record):
+    return not str(record.msg).startswith(self._NOTICES)
+
+
+@contextlib.contextmanager
+def _without_read_only_notice():
+  """Orbax warns whenever a checkpoint is opened read-only; for us that is the normal case."""
+  drop = _DropReadOnlyNotice()
+  logger = logging.getLogger("absl")
+  logger.addFilter(drop)
+  try:
+    yield
+  finally:
+    logger.removeFilter(drop)
+
+
+def _os_error(error: BaseException | None) -> OSError | None:
+  """The OSError behind an exception (orbax wraps them), or None."""
+  seen = set()
+  while error is not None and id(error) not in seen:
+    seen.add(id(error))
+    if isinstance(error, OSError) and error.errno:
+      return error
+    error = error.__cause__ or error.__context__
+  return None
+
+
 class Checkpointer:
   """A thin policy layer over `ocp.CheckpointManager` for this project's items."""
 
   def __init__(self, directory: str, *, keep: int = 3, async_save: bool = True,
                read_only: bool = False):
-    self.directory = os.path.abspath(os.fspath(directory))
+    self.directory = absolute(directory)
     self._read_only = read_only
     self._last_started = None
     policy = ocp_managers.AnyPreservationPolicy([
@@ -82,19 +120,17 @@ class Checkpointer:
         ocp_managers.BestN(get_metric_fn=lambda m: m["eval_top1"], n=1,
                            keep_checkpoints_without_metrics=False),
     ])
-    options = ocp.CheckpointManagerOptions(
-        preservation_policy=policy,
-        enable_async_checkpointing=async_save,
-        create=not read_only,
-        read_only=read_only,
-        cleanup_tmp_directories=not read_only,
-    )
     # Handlers are named up front so a fresh manager (a resumed run, a
     # notebook) can read item metadata before anything was saved through it.
     handlers = {"params": ocp.StandardCheckpointHandler(),
                 "opt_state": ocp.StandardCheckpointHandler(),
                 "meta": ocp.JsonCheckpointHandler()}
-    self._manager = ocp.CheckpointManager(self.directory, item_handlers=handlers, options=options)
+    with _without_read_only_notice():
+      options = ocp.CheckpointManagerOptions(
+          preservation_policy=policy, enable_async_checkpointing=async_save,
+          create=not read_only, read_only=read_only, cleanup_tmp_directories=not read_only)
+      self._manager = ocp.CheckpointManager(self.directory, item_handlers=handlers,
+                                            options=options)
 
   # ---- queries ----
   def all_steps(self) -> list[int]:
@@ -157,7 +193,7 @@ class Checkpointer:
     try:
       free = shutil.disk_usage(self.directory).free
       space = f"{free / 2**20:.1f} MiB free on that file system"
-    except OSError:
+    except (OSError, TypeError, ValueError):  # Not a local file system.
       space = "free space unknown"
     try:
       self._manager.reload()
@@ -169,11 +205,19 @@ class Checkpointer:
     which = f"step {self._last_started}" if self._last_started is not None else "a checkpoint"
     if step is not None and step != self._last_started:
       which += f" (noticed when starting step {step})"
+    cause = _os_error(error)
+    if cause is not None and cause.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
+      advice = "Make it writable (or point --workdir elsewhere)"
+    elif cause is not None and cause.errno == errno.ENOENT:
+      advice = "The directory was removed or moved while the run wrote it; restore it"
+    else:
+      advice = "Free disk space (or point --workdir elsewhere)"
+    what = (f"{os.strerror(cause.errno)} (errno {cause.errno})" if cause is not None and
+            cause.errno else f"{type(error).__name__}: {str(error).splitlines()[0][:300]}")
     return CheckpointError(
-        f"Saving {which} to {self.directory} failed: {type(error).__name__}: "
-        f"{str(error).splitlines()[0][:300]} ({space}). Complete earlier checkpoints: "
-        f"{intact}. Free disk space (or point --workdir elsewhere) and rerun the same command "
-        "to resume from the newest of them.")
+        f"Saving {which} to {self.directory} failed: {what} ({space}). Complete earlier "
+        f"checkpoints: {intact}. {advice} and rerun the same command to resume from the "
+        "newest of them.")
 
   def close(self) -> None:
     self._manager.close()
@@ -242,11 +286,11 @@ class Checkpointer:
     if not steps or self._read_only:
       return
     if jax.process_index() == 0:
-      target_root = self.directory + "_quarantine"
-      os.makedirs(target_root, exist_ok=True)
+      target_root = self.directory.parent / (self.directory.name + "_quarantine")
+      target_root.mkdir(parents=True, exist_ok=True)
       for step in steps:
-        target = os.path.join(target_root, f"{step}.{int(time.time())}")
-        os.rename(os.path.join(self.directory, str(step)), target)
+        target = target_root / f"{step}.{int(time.time())}"
+        (self.directory / str(step)).rename(target)
         logging.warning("Moved unreadable checkpoint step %d to %s for inspection.", step, target)
     if jax.process_count() > 1:
       from jax.experimental import multihost_utils  # pylint: disable=g-import-not-at-top
@@ -254,22 +298,27 @@ class Checkpointer:
     self._manager.reload()
 
 
-def save_pretrained(workdir: str, config, params, *, class_names=None, step: int = 0) -> str:
+def save_pretrained(workdir, config, params, *, class_names=None, step: int = 0) -> epath.Path:
   """Writes a params-only checkpoint (plus config.json) that `inference.load` can open.
 
-  Used by the PyTorch converter: the layout is the training loop's, without
-  optimiser state.
+  Used by the PyTorch converter: the training loop's layout, without optimiser
+  state. A workdir that already holds a run or checkpoints is refused: a
+  conversion must never touch a training run's files.
   """
-  os.makedirs(workdir, exist_ok=True)
   from alexnet_jax import config_lib  # pylint: disable=g-import-not-at-top
+  root = absolute(workdir)
+  if workdir_lib.holds_training_run(root) or (root / workdir_lib.CONFIG_FILE).exists():
+    raise CheckpointError(
+        f"{root} already holds a run (config.json, metrics or checkpoints); converted weights "
+        "go into a new directory: pass another --workdir.")
+  root.mkdir(parents=True, exist_ok=True)
   config_dict = config_lib.to_dict(config)
-  with open(os.path.join(workdir, "config.json"), "w") as f:
-    json.dump(config_dict, f, indent=2)
-  ckpt = Checkpointer(os.path.join(workdir, CHECKPOINT_DIR), async_save=False)
+  ckpt = Checkpointer(root / workdir_lib.CHECKPOINT_DIR, async_save=False)
   num_classes = int(np.shape(jax.tree.leaves(params)[-1])[-1]) if params else None
   meta = {"config": config_dict, "class_names": list(class_names) if class_names else None,
           "num_classes": config.num_classes or num_classes, "source": "pretrained"}
   ckpt.save(step, params=params, meta=meta, force=True)
   ckpt.wait()
   ckpt.close()
+  workdir_lib.write_json_atomic(root / workdir_lib.CONFIG_FILE, config_dict)
   return ckpt.directory

@@ -6,7 +6,7 @@ is being written" without racing a timer. Set
 
     ALEXNET_JAX_INJECT_FAULT=SIGNAL@POINT:STEP[,SIGNAL@POINT:STEP...]
 
-with SIGNAL one of sigkill, sigterm, and POINT one of
+with SIGNAL one of sigkill, sigterm, sigint (Ctrl-C), and POINT one of
   step   after the train step for STEP was dispatched,
   save   right after the asynchronous save of STEP started (arrays still being
          written in the background),
@@ -21,7 +21,8 @@ import os
 import signal
 
 ENV = "ALEXNET_JAX_INJECT_FAULT"
-_SIGNALS = {"sigkill": signal.SIGKILL, "sigterm": signal.SIGTERM, "none": None}
+_SIGNALS = {"sigkill": signal.SIGKILL, "sigterm": signal.SIGTERM, "sigint": signal.SIGINT,
+            "none": None}
 
 
 def _parse(spec: str) -> dict[tuple[str, int], str]:

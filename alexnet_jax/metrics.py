@@ -15,7 +15,11 @@ from __future__ import annotations
 
 import json
 import logging
+import os
+import shutil
+import tempfile
 import threading
+import weakref
 from typing import Any, Mapping
 
 import jax
@@ -104,11 +108,45 @@ class _ConsoleWriter(JsonlWriter):
     logging.info("step %d  %s", step, "  ".join(parts))
 
 
-def create_writer(workdir) -> metric_writers.MetricWriter:
+class _UploadedSummaryWriter(metric_writers.SummaryWriter):
+  """TensorBoard events for an object store: written locally, uploaded whole on flush.
+
+  TensorFlow's own GCS client cannot be pointed anywhere but Google (no
+  emulator, no other credentials), so the event files are staged in a local
+  directory and copied through etils.epath, like every other file of a run.
+  """
+
+  def __init__(self, target):
+    self._staging = tempfile.mkdtemp(prefix="alexnet_jax_events_")
+    # Removed on close, or at exit when a run ends without closing its writer.
+    self._remove_staging = weakref.finalize(self, shutil.rmtree, self._staging, True)
+    self._target = workdir_lib.path(target)
+    self._uploaded = {}
+    super().__init__(self._staging)
+
+  def flush(self):
+    super().flush()
+    for name in os.listdir(self._staging):
+      local = os.path.join(self._staging, name)
+      size = os.path.getsize(local)
+      if self._uploaded.get(name) != size:
+        with open(local, "rb") as f:
+          (self._target / name).write_bytes(f.read())
+        self._uploaded[name] = size
+
+  def close(self):
+    self.flush()
+    super().close()
+    self._remove_staging()
+
+
+def create_writer(workdir) -> interface.MetricWriter:
   """Console + TensorBoard + metrics.jsonl on process 0 (console only elsewhere), asynchronous."""
   if jax.process_index() != 0:
     return _ConsoleWriter()
-  writers = [_ConsoleWriter(), metric_writers.SummaryWriter(str(workdir)),
+  events = (metric_writers.SummaryWriter(os.fspath(workdir)) if workdir_lib.is_local(workdir)
+            else _UploadedSummaryWriter(workdir))
+  writers = [_ConsoleWriter(), events,
              JsonlWriter(workdir_lib.path(workdir) / workdir_lib.METRICS_FILE)]
   return metric_writers.AsyncWriter(metric_writers.MultiWriter(writers))
 

@@ -26,12 +26,12 @@ import optax
 from jax import lax
 from jax.sharding import PartitionSpec as P
 
-from alexnet_jax import cpu_kernels
 from alexnet_jax import evaluation
 from alexnet_jax import models
 from alexnet_jax import optim
 from alexnet_jax import parallel
-from alexnet_jax import towers as towers_lib
+from alexnet_jax.models import cpu_kernels
+from alexnet_jax.models import towers as towers_lib
 from alexnet_jax.parallel import DATA_AXIS, MODEL_AXIS
 
 

@@ -120,6 +120,7 @@ class _Run:
                                       keep=config.keep_checkpoints)
     self.abstract_state = steps.abstract_train_state(self.model, self.tx, config, mesh)
     self.final: dict[str, Any] = {}
+    self.best_eval_top1 = -1.0  # Of the checkpoints saved so far (restored on resume).
     self.pending_log = None
     self.last_log_time = time.perf_counter()
     self.paused = 0.0  # Seconds of eval and saving inside the current logging window.
@@ -136,6 +137,7 @@ class _Run:
     params, opt_state, meta = restored
     replicated = parallel.replicated(self.mesh)
     plateau = jax.device_put(optim.PlateauState.from_dict(meta.get("plateau", {})), replicated)
+    self.best_eval_top1 = float(meta.get("best_eval_top1", -1.0))
     logging.info("Resumed from step %d in %s.", meta["step"], self.ckpt.directory)
     if jax.process_index() == 0:
       workdir_lib.repair_metrics(self.workdir, int(meta["step"]))
@@ -152,8 +154,12 @@ class _Run:
     self.train_step, self.compile_seconds = steps.compile_ahead_of_time(
         train_step, self.abstract_state, steps.abstract_window(mesh),
         steps.abstract_batch(config, mesh, stored_size=stored), name="train step")
-    self.eval_step = steps.make_eval_step(self.model, config, mesh, self.abstract_state.params,
-                                          device_crops=eval_crops)
+    eval_step = steps.make_eval_step(self.model, config, mesh, self.abstract_state.params,
+                                     device_crops=eval_crops)
+    self.eval_step, eval_seconds = steps.compile_ahead_of_time(
+        eval_step, self.abstract_state.params,
+        steps.abstract_batch(config, mesh, eval_batch=True, stored_size=stored), name="eval step")
+    self.compile_seconds += eval_seconds
     self.plateau_step = steps.make_plateau_step(config)
 
   # ---- the parts of the loop ----
@@ -209,12 +215,16 @@ class _Run:
     bad = int(jax.device_get(window["first_bad_step"]))
     if bad >= 0:
       self.log_window(step, window)  # Raises NonFiniteLossError naming the step.
+    if eval_metrics is not None:
+      self.best_eval_top1 = max(self.best_eval_top1, eval_metrics["eval_top1"])
     meta = {"config": config_lib.to_dict(self.config), "plateau": state.plateau.to_dict(),
+            "best_eval_top1": self.best_eval_top1,
             "class_names": list(self.info.class_names or []), "num_classes": self.num_classes,
             "source": "train"}
     self.ckpt.save(step, params=state.params, opt_state=state.opt_state, meta=meta,
                    metrics={"eval_top1": eval_metrics["eval_top1"]} if eval_metrics else None,
                    force=force)
+    self.writer.flush()  # What is logged up to a checkpoint is on disk with it.
     faults.hit("save", step)
     self.paused += time.perf_counter() - start
 
@@ -248,6 +258,9 @@ def _train(config, workdir, mesh, info, plan) -> dict[str, Any]:
   _enable_compilation_cache(config.compilation_cache_dir)
   run = _Run(config, workdir, mesh, info, plan)
   if jax.process_index() == 0:
+    workdir_lib.check_free_space(run.ckpt.directory, sum(
+        x.size * x.dtype.itemsize for x in jax.tree.leaves(
+            (run.abstract_state.params, run.abstract_state.opt_state))))
     workdir_lib.clear_done(workdir)
     workdir_lib.write_config(workdir, config)
   state = run.restore_or_init()
@@ -293,8 +306,10 @@ def _train(config, workdir, mesh, info, plan) -> dict[str, Any]:
           state, eval_metrics = run.evaluate(state, step)
         preempted = stop.requested is not None or (
             multi_process and run.ckpt.reached_preemption(step))
-        if (eval_metrics is not None or step % config.checkpoint_every_steps == 0
-            or step == total or preempted):
+        # Saved: every checkpoint_every_steps, at the end, on a stop signal, and at
+        # an eval that beats every saved one (so the best checkpoint is kept).
+        improved = eval_metrics is not None and eval_metrics["eval_top1"] > run.best_eval_top1
+        if improved or step % config.checkpoint_every_steps == 0 or step == total or preempted:
           run.save(state, step, window, eval_metrics=eval_metrics, force=preempted)
         if preempted:
           run.ckpt.wait()
@@ -307,7 +322,7 @@ def _train(config, workdir, mesh, info, plan) -> dict[str, Any]:
     # loop leaves on an error.
     run.ckpt.wait()
     run.ckpt.close()
-    run.writer.flush()
+    run.writer.close()
   final = dict(run.final, step=step, compile_time_sec=run.compile_seconds)
   if step == total and jax.process_index() == 0:
     workdir_lib.write_done(workdir, step, total, final)

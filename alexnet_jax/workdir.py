@@ -17,6 +17,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import shutil
 import socket
 import time
 from typing import Any
@@ -229,6 +230,26 @@ def prepare(workdir, config) -> None:
         f"The workdir {workdir} holds a run with a different config:\n  {diffs}\n"
         "Use another --workdir, or pass --config.allow_config_change=True to resume it "
         "with the new values.")
+
+
+def check_free_space(directory, needed_bytes: int) -> None:
+  """Refuses to start when `directory` cannot hold one checkpoint of `needed_bytes`.
+
+  A run that would only fail at its first save wastes the compile and the
+  steps before it. Object stores have no such limit and are not checked.
+  """
+  if not is_local(directory):
+    return
+  try:
+    free = shutil.disk_usage(os.fspath(directory)).free
+  except OSError as e:
+    raise PermissionError(f"Cannot read the free space of {directory} ({e.strerror or e}, "
+                          f"errno {e.errno}).") from e
+  if free < needed_bytes:
+    raise WorkdirError(
+        f"{directory} has {free / 2**20:.1f} MiB free, but one checkpoint of this run needs "
+        f"about {needed_bytes / 2**20:.1f} MiB (params and optimizer state). Free space there "
+        "or pass another --workdir.")
 
 
 def write_config(workdir, config) -> None:

@@ -1,8 +1,22 @@
-"""Small shared pieces for tests: a tiny model and synthetic batches."""
+"""Shared pieces for tests: a tiny model, synthetic batches, and real runs of the CLIs.
+
+`run_main` and `child_env` start real training processes on the tiny config
+(fake data, a few steps) with a chosen number of simulated CPU devices and an
+optional injected fault; `final_params` reads back what a run saved.
+"""
+
+import os
+import subprocess
+import sys
+import textwrap
 
 import flax.linen as nn
-import jax.numpy as jnp
+import jax
 import numpy as np
+
+from tests.conftest import REPO_ROOT
+
+TINY = "configs/default.py:tiny"
 
 
 class TinyNet(nn.Module):
@@ -31,3 +45,72 @@ def random_batch(batch_size, image_size=16, num_classes=10, seed=0, mask=None):
   if mask is not None:
     batch["mask"] = np.asarray(mask, bool)
   return batch
+
+
+def child_env(devices=1, fault=None, **extra):
+  """The environment of a training subprocess: `devices` simulated CPU devices, this
+  checkout importable from any directory, and no fault unless one is given."""
+  env = dict(os.environ)
+  env["XLA_FLAGS"] = f"--xla_force_host_platform_device_count={devices}"
+  env["PATH"] = os.path.dirname(sys.executable) + os.pathsep + env.get("PATH", "")
+  env["PYTHONPATH"] = os.pathsep.join(
+      [str(REPO_ROOT)] + [p for p in env.get("PYTHONPATH", "").split(os.pathsep) if p])
+  env.pop("ALEXNET_JAX_INJECT_FAULT", None)
+  if fault:
+    env["ALEXNET_JAX_INJECT_FAULT"] = fault
+  env.update(extra)
+  return env
+
+
+def run_main(workdir, *overrides, config=TINY, fault=None, timeout=300, devices=2):
+  """`python main.py --config=CONFIG --workdir=WORKDIR OVERRIDES...`, captured."""
+  cmd = [sys.executable, "main.py", f"--config={config}", f"--workdir={workdir}", *overrides]
+  return subprocess.run(cmd, cwd=REPO_ROOT, env=child_env(devices, fault), capture_output=True,
+                        text=True, timeout=timeout)
+
+
+def final_params(workdir):
+  """(step, params, meta) of a workdir's newest checkpoint, on the host."""
+  from alexnet_jax import checkpoint as ckpt_lib  # pylint: disable=g-import-not-at-top
+  ckpt = ckpt_lib.Checkpointer(os.path.join(workdir, "checkpoints"), read_only=True)
+  step = ckpt.latest_step()
+  params, _, meta = ckpt.restore(step, abstract_params=ckpt.stored_shapes(step))
+  return step, jax.device_get(params), meta
+
+
+def assert_bitwise_equal(a, b):
+  la, lb = jax.tree.leaves(a), jax.tree.leaves(b)
+  assert len(la) == len(lb)
+  for x, y in zip(la, lb):
+    np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
+
+
+def max_rel_diff(a, b):
+  """Largest per-tensor relative difference ||x - y|| / ||y||.
+
+  Element-wise ratios are meaningless for entries near zero, where a different
+  summation order (another device or process count) shows up first.
+  """
+  return max(float(np.linalg.norm(x - y) / np.linalg.norm(y))
+             for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)))
+
+
+def write_sweep(path, grid_src, base="default:tiny", **config):
+  """A sweep file on the tiny config (4 steps); `grid_src` is get_sweep's return expression."""
+  sets = "".join(f"  c.{k} = {v!r}\n" for k, v in config.items())
+  path.write_text(textwrap.dedent(f"""\
+      from alexnet_jax import config_lib, sweep
+
+      def get_config(arg=None):
+        c = config_lib.load({base!r})
+        c.num_train_steps = 4
+        c.eval_every_steps = 4
+        c.log_every_steps = 2
+        c.checkpoint_every_steps = 2
+      """) + sets + textwrap.dedent(f"""\
+        return c
+
+      def get_sweep(arg=None):
+        return {grid_src}
+      """))
+  return str(path)

@@ -17,18 +17,21 @@ import numpy as np
 import pytest
 
 from alexnet_jax import checkpoint as ckpt_lib
-from alexnet_jax import config_lib, data, train
+from alexnet_jax import config_lib, data
 from alexnet_jax import workdir as workdir_lib
-from alexnet_jax import config_lib
-from tests.test_main import assert_bitwise_equal, final_params, run_main
+from tests.helpers import assert_bitwise_equal, final_params, run_main
 
-KILL_OVERRIDES = ["--config.num_train_steps=8", "--config.model.dropout_rate=0.5"]
+def _kill_overrides(prepared_digits):
+  """Prepared digits, augmented on the device, with dropout: every random stream in play."""
+  return ["--config.num_train_steps=8", "--config.model.dropout_rate=0.5",
+          "--config.dataset=prepared", f"--config.data_dir={prepared_digits}",
+          "--config.augmentation=paper"]
 
 
 @pytest.fixture(scope="module")
-def uninterrupted_run(tmp_path_factory):
+def uninterrupted_run(tmp_path_factory, prepared_digits):
   ref = tmp_path_factory.mktemp("reference")
-  proc = run_main(ref, *KILL_OVERRIDES)
+  proc = run_main(ref, *_kill_overrides(prepared_digits))
   assert proc.returncode == 0, proc.stderr[-3000:]
   return ref
 
@@ -36,11 +39,12 @@ def uninterrupted_run(tmp_path_factory):
 # Kill points: mid-run between checkpoints, and during the asynchronous write of
 # the first and of a later checkpoint (the arrays are still being written).
 @pytest.mark.parametrize("fault", ["sigkill@step:5", "sigkill@save:2", "sigkill@save:6"])
-def test_sigkill_then_resume_is_bitwise_identical(tmp_path, fault, uninterrupted_run):
+def test_sigkill_then_resume_is_bitwise_identical(tmp_path, fault, uninterrupted_run,
+                                                  prepared_digits):
   killed = tmp_path / "killed"
-  proc = run_main(killed, *KILL_OVERRIDES, fault=fault)
+  proc = run_main(killed, *_kill_overrides(prepared_digits), fault=fault)
   assert proc.returncode == -signal.SIGKILL
-  proc = run_main(killed, *KILL_OVERRIDES)
+  proc = run_main(killed, *_kill_overrides(prepared_digits))
   assert proc.returncode == 0, proc.stderr[-3000:]
   step_a, params_a, _ = final_params(str(uninterrupted_run))
   step_b, params_b, _ = final_params(str(killed))

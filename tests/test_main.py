@@ -7,50 +7,17 @@ chosen deterministically).
 """
 
 import json
-import os
-import pathlib
-import signal
-import subprocess
 import sys
 
 import jax
 import numpy as np
-import pytest
 
-from alexnet_jax import checkpoint as ckpt_lib
 from alexnet_jax import metrics as metrics_lib
 from tests.conftest import REPO_ROOT
+from tests.helpers import final_params, run_main
 
 REQUIRED_METRICS = {"train_loss", "train_top1", "eval_loss", "eval_top1", "eval_top5",
                     "eval_examples", "learning_rate", "images_per_sec"}
-TINY = "configs/default.py:tiny"
-
-
-def run_main(workdir, *overrides, config=TINY, fault=None, timeout=300, devices=2):
-  env = dict(os.environ)
-  env["XLA_FLAGS"] = f"--xla_force_host_platform_device_count={devices}"
-  env.pop("ALEXNET_JAX_INJECT_FAULT", None)
-  if fault:
-    env["ALEXNET_JAX_INJECT_FAULT"] = fault
-  cmd = [sys.executable, "main.py", f"--config={config}", f"--workdir={workdir}", *overrides]
-  return subprocess.run(cmd, cwd=REPO_ROOT, env=env, capture_output=True, text=True,
-                        timeout=timeout)
-
-
-def final_params(workdir):
-  ckpt = ckpt_lib.Checkpointer(os.path.join(workdir, "checkpoints"), read_only=True)
-  step = ckpt.latest_step()
-  abstract = ckpt.stored_shapes(step)
-  params, _, meta = ckpt.restore(step, abstract_params=abstract)
-  return step, jax.device_get(params), meta
-
-
-def assert_bitwise_equal(a, b):
-  la, lb = jax.tree.leaves(a), jax.tree.leaves(b)
-  assert len(la) == len(lb)
-  for x, y in zip(la, lb):
-    np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
-
 
 def test_main_on_fake_data_writes_every_metric(tmp_path):
   workdir = tmp_path / "run"
