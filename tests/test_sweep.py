@@ -17,13 +17,14 @@ import re
 import shlex
 import subprocess
 import sys
-import textwrap
 
 import pytest
 
 from alexnet_jax import sweep
+from alexnet_jax import sweep_report
 from alexnet_jax import workdir as workdir_lib
 from tests.conftest import REPO_ROOT
+from tests.helpers import child_env, write_sweep
 
 # ----------------------------------------------------------------------------- grids and names
 
@@ -69,56 +70,44 @@ def test_point_names_are_readable_and_safe():
     sweep.format_value(None)
 
 
-def _write_sweep(path, grid_src, base="configs/default.py:tiny"):
-  """A sweep file on the tiny config; `grid_src` is the body of get_sweep."""
-  config_file, _, arg = base.partition(":")
-  module = os.path.splitext(os.path.basename(config_file))[0]
-  path.write_text(textwrap.dedent(f"""\
-      from alexnet_jax import sweep
-      from configs import {module} as base
-
-      def get_config(arg=None):
-        c = base.get_config({arg!r})
-        c.num_train_steps = 4
-        c.eval_every_steps = 4
-        c.log_every_steps = 2
-        c.checkpoint_every_steps = 2
-        return c
-
-      def get_sweep(arg=None):
-        return {grid_src}
-      """))
-  return str(path)
+def _names(spec):
+  return [p.name for p in sweep.load(spec).points]
 
 
-def test_load_points_rejects_unknown_keys_and_duplicate_names(tmp_path):
-  good = _write_sweep(tmp_path / "good.py", 'sweep.axis("model.activation", ["relu", "tanh"])')
-  assert [p.name for p in sweep.load_points(good, None)] == [
-      "model.activation=relu", "model.activation=tanh"]
-  typo = _write_sweep(tmp_path / "typo.py", 'sweep.axis("model.activaton", ["relu"])')
-  with pytest.raises(ValueError, match="model.activaton"):
-    sweep.load_points(typo, None)
-  dup = _write_sweep(tmp_path / "dup.py", '[{"seed": 1}, {"seed": 1}]')
+def test_load_rejects_unknown_keys_and_duplicate_names(tmp_path):
+  good = write_sweep(tmp_path / "good.py", 'sweep.axis("model.activation", ["relu", "tanh"])')
+  assert _names(good) == ["model.activation=relu", "model.activation=tanh"]
+  typo = write_sweep(tmp_path / "typo.py", 'sweep.axis("model.activaton", ["relu"])')
+  with pytest.raises(ValueError, match="'model.activaton' is not a config key "
+                                       r"\(did you mean 'model.activation'\?\)"):
+    sweep.load(typo)
+  dup = write_sweep(tmp_path / "dup.py", '[{"seed": 1}, {"seed": 1}]')
   with pytest.raises(ValueError, match="share the name"):
-    sweep.load_points(dup, None)
+    sweep.load(dup)
   with pytest.raises(FileNotFoundError):
-    sweep.load_points(str(tmp_path / "missing.py"), None)
+    sweep.load(str(tmp_path / "missing.py"))
+
+
+def test_shipped_sweeps_load_by_name():
+  for name in ("sweeps/paper_ablations", "sweeps/relu_vs_tanh", "sweeps/small_data_recipe"):
+    loaded = sweep.load(name)
+    assert os.path.isfile(loaded.path) and loaded.points, name
 
 
 def test_paper_ablations_grids():
   path = os.path.join(REPO_ROOT, "configs/sweeps/paper_ablations.py")
-  names = [p.name for p in sweep.load_points(path, "small")]
+  names = _names(path + ":small")
   assert names == ["baseline", "model.activation=tanh", "model.lrn=False",
                    "model.overlapping_pool=False", "model.dropout_rate=0.0", "pca_lighting=0.0",
                    "model.width_multiplier=0.5"]
-  assert [p.name for p in sweep.load_points(path, None)][-1] == "model.variant=seed"
-  assert len(sweep.load_points(path, "small,axis=activation")) == 2
-  product = sweep.load_points(path, "axis=activation+lrn+pooling,grid=product")
+  assert _names(path)[-1] == "model.variant=seed"
+  assert len(_names(path + ":small,axis=activation")) == 2
+  product = sweep.load(path + ":axis=activation+lrn+pooling,grid=product").points
   assert len(product) == 8
   assert product[0].overrides == {"model.activation": "relu", "model.lrn": True,
                                   "model.overlapping_pool": True}
   with pytest.raises(ValueError, match="Unknown ablation axis 'colour'"):
-    sweep.load_points(path, "small,axis=colour")
+    sweep.load(path + ":small,axis=colour")
   module = sweep._load_module(path)  # pylint: disable=protected-access
   small, full = module.get_config("small,axis=lrn"), module.get_config()
   assert (small.dataset, small.model.variant, small.pca_lighting) == ("sklearn_digits", "small", 0.1)
@@ -127,8 +116,7 @@ def test_paper_ablations_grids():
 
 def test_relu_vs_tanh_sweep():
   path = os.path.join(REPO_ROOT, "configs/sweeps/relu_vs_tanh.py")
-  assert [p.name for p in sweep.load_points(path, "small")] == [
-      "model.activation=relu", "model.activation=tanh"]
+  assert _names(path + ":small") == ["model.activation=relu", "model.activation=tanh"]
   module = sweep._load_module(path)  # pylint: disable=protected-access
   c = module.get_config("small,lr=0.005,steps=50")
   assert (c.learning_rate, c.num_train_steps, c.weight_decay, c.model.lrn) == (0.005, 50, 0.0, False)
@@ -137,7 +125,7 @@ def test_relu_vs_tanh_sweep():
 
 
 def test_only_names_a_missing_point(tmp_path, capsys):
-  path = _write_sweep(tmp_path / "s.py", 'sweep.axis("seed", [0, 1])')
+  path = write_sweep(tmp_path / "s.py", 'sweep.axis("seed", [0, 1])')
   with pytest.raises(SystemExit):
     sweep.main([f"--sweep={path}", f"--workdir={tmp_path}/w", "--only=seed=7"])
   err = capsys.readouterr().err
@@ -147,19 +135,9 @@ def test_only_names_a_missing_point(tmp_path, capsys):
 # ----------------------------------------------------------------------------- running
 
 
-def _env(fault=None):
-  env = dict(os.environ)
-  env["XLA_FLAGS"] = "--xla_force_host_platform_device_count=1"
-  env["PATH"] = os.path.dirname(sys.executable) + os.pathsep + env.get("PATH", "")
-  env.pop("ALEXNET_JAX_INJECT_FAULT", None)
-  if fault:
-    env["ALEXNET_JAX_INJECT_FAULT"] = fault
-  return env
-
-
 def _sweep_cli(*args, fault=None):
   return subprocess.run([sys.executable, "-m", "alexnet_jax.sweep", *args], cwd=REPO_ROOT,
-                        env=_env(fault), capture_output=True, text=True, timeout=300)
+                        env=child_env(1, fault), capture_output=True, text=True, timeout=300)
 
 
 BAD, TANH, RELU = "model.lrn=maybe", "model.activation=tanh", "model.activation=relu"
@@ -181,7 +159,7 @@ def sweep_runs(tmp_path_factory):
   marker, which the tests can do without).
   """
   root = tmp_path_factory.mktemp("sweep")
-  spec = _write_sweep(root / "tiny_sweep.py",
+  spec = write_sweep(root / "tiny_sweep.py",
                       '[{"model.lrn": "maybe"}, {"model.activation": "tanh"}, '
                       '{"model.activation": "relu"}]')
   workdir = str(root / "runs")
@@ -197,7 +175,9 @@ def sweep_runs(tmp_path_factory):
     os.chdir(cwd)
   out["printed"] = buf.getvalue().splitlines()
   relu_line = next(line for line in out["printed"] if f"{RELU} " in line)
-  out["printed_run"] = subprocess.run(["bash", "-c", relu_line], cwd=str(root), env=_env(),
+  # Outside the repo, as with an installed package (PYTHONPATH stands in for pip).
+  env = child_env(1)
+  out["printed_run"] = subprocess.run(["bash", "-c", relu_line], cwd=str(root), env=env,
                                       capture_output=True, text=True, timeout=300)
 
   out["first"] = _sweep_cli(f"--sweep={spec}", f"--workdir={workdir}", f"--only={TANH}",
@@ -223,9 +203,10 @@ def test_printed_commands_are_runnable(sweep_runs):
   for line, flag in zip(lines, ["--config.model.lrn=maybe", "--config.model.activation=tanh",
                                 "--config.model.activation=relu"]):
     argv = shlex.split(line)
-    assert argv[:2] == ["cd", str(REPO_ROOT)] and argv[2] == "&&", line
-    assert argv[3:5] == ["python", "main.py"] and argv[-1] == flag
+    # The plain training command: runs from any directory (printed from outside the repo).
+    assert argv[:3] == ["python", "-m", "alexnet_jax"] and argv[-1] == flag, line
     assert f"--config={sweep_runs['spec']}" in argv
+    assert argv[4] == f"--workdir={sweep_runs['workdir']}/{flag[len('--config.'):]}"
   proc = sweep_runs["printed_run"]
   assert proc.returncode == 0, proc.stderr[-3000:]
   records = workdir_lib.read_metrics(os.path.join(sweep_runs["workdir"], RELU))
@@ -238,8 +219,8 @@ def test_printed_commands_are_runnable(sweep_runs):
 def test_interrupted_point_is_not_finished_and_resumes(sweep_runs):
   first = sweep_runs["first"]
   assert first.returncode == 1, first.stdout + first.stderr
-  assert "exited 0 without finishing: no done.json" in first.stdout
-  assert "1/1" in first.stdout  # --only ran tanh alone
+  assert f"(1/1) {TANH}: starting" in first.stdout  # --only ran tanh alone
+  assert f"{TANH}: FAILED (exit code 0, without finishing (no done.json))" in first.stdout
   second_log = open(os.path.join(sweep_runs["workdir"], TANH, sweep.LOG_FILE)).read()
   assert "Resumed from step 3" in second_log
   state = _state(sweep_runs, TANH)
@@ -252,9 +233,10 @@ def test_failing_point_does_not_stop_the_others(sweep_runs):
   second = sweep_runs["second"]
   assert second.returncode == 1, second.stdout + second.stderr
   out = second.stdout
-  assert f"(1/2) {BAD}: FAILED (exit code" in out
-  assert "Non-boolean argument" in out  # the child's error, quoted from its log
-  assert f"(2/2) {TANH}: finished" in out
+  assert f"(1/2) {BAD}: starting" in out and f"(2/2) {TANH}: resuming" in out
+  assert f"{BAD}: FAILED (exit code 2)" in out
+  assert "Non-boolean argument" in out  # the child's one-line error, quoted from its log
+  assert re.search(f"{re.escape(TANH)}: finished in \\d+s", out)
   failed = out.split("failed points")[1]
   assert BAD in failed and TANH not in failed
   assert _state(sweep_runs, BAD)["status"] == "failed"
@@ -274,6 +256,40 @@ def test_rerun_skips_finished_points(sweep_runs):
   # Sweep order; relu (run from its printed command, no marker) judged by its metrics.
   assert list(rows) == [BAD, TANH, RELU]
   assert rows == {BAD: "failed", TANH: "finished", RELU: "complete"}
+
+
+def _final_eval(point_dir):
+  return [r for r in workdir_lib.read_metrics(point_dir) if "eval_loss" in r][-1]
+
+
+def test_parallel_points_run_at_once_and_match_sequential(sweep_runs, tmp_path):
+  """--parallel=2 on this machine's CPU cores: both points at once, each on its own
+  core, finishing as the sequential runs did (up to float reassociation: one core
+  instead of two changes XLA's reduction order, nothing else)."""
+  workdir = str(tmp_path / "parallel")
+  proc = _sweep_cli(f"--sweep={sweep_runs['spec']}", f"--workdir={workdir}", f"--only={TANH}",
+                    f"--only={RELU}", "--parallel=2")
+  assert proc.returncode == 0, proc.stdout + proc.stderr
+  cores = sorted(os.sched_getaffinity(0))
+  if len(cores) >= 2:
+    assert f"2 point(s), 2 at a time, each on {len(cores) // 2} cpu device(s)" in proc.stdout
+  states = [sweep.read_point_state(os.path.join(workdir, n)) for n in (TANH, RELU)]
+  assert all(s["status"] == "finished" for s in states)
+  first, second = sorted(states, key=lambda s: s["started"])
+  assert second["started"] < first["ended"], "the two points did not overlap in time"
+  for name in (TANH, RELU):
+    ours = _final_eval(os.path.join(workdir, name))
+    theirs = _final_eval(os.path.join(sweep_runs["workdir"], name))
+    assert ours["step"] == theirs["step"] == 4
+    assert ours["eval_loss"] == pytest.approx(theirs["eval_loss"], rel=1e-5, abs=1e-6), name
+    assert ours["eval_top1"] == theirs["eval_top1"], name
+
+
+def test_parallel_asks_for_more_devices_than_there_are(tmp_path, capsys):
+  path = write_sweep(tmp_path / "s.py", 'sweep.axis("seed", [0, 1])')
+  too_many = len(os.sched_getaffinity(0)) + 1
+  with pytest.raises(ValueError, match=f"--parallel={too_many} needs at least that many cpu"):
+    sweep.main([f"--sweep={path}", f"--workdir={tmp_path}/w", f"--parallel={too_many}"])
 
 
 # ----------------------------------------------------------------------------- report
@@ -301,7 +317,7 @@ def test_report_reads_the_numbers_from_metrics(tmp_path):
   ])
   with open(workdir / a / sweep.POINT_FILE, "w") as f:
     json.dump({"status": "finished", "wall_time_sec": 125.4}, f)
-  # No sweep_point.json (run from a printed command): wall time is the largest uptime.
+  # No sweep_point.json (run from a printed command): no launcher clock, so no wall time.
   _write_metrics(workdir / b, [
       {"step": 10, "train_loss": 2.2, "train_top1": 0.25},
       {"step": 20, "train_loss": 2.1, "train_top1": 0.50},
@@ -322,7 +338,7 @@ def test_report_reads_the_numbers_from_metrics(tmp_path):
   report = (workdir / "report.md").read_text()
   rows = [line for line in report.splitlines() if line.startswith("| `")]
   assert rows == [
-      f"| `{b}` | complete | 40 | 55.00% | 55.00% | 85.00% | 85.00% | — | 1h01m40s |",
+      f"| `{b}` | complete | 40 | 55.00% | 55.00% | 85.00% | 85.00% | — | — |",
       f"| `{a}` | finished | 30 | 65.00% | 70.00% | 95.00% | 95.00% | 20 | 2m05s |",
       "| `stopped` | incomplete | 10 | — | — | — | — | — | — |",
   ]
@@ -331,7 +347,7 @@ def test_report_reads_the_numbers_from_metrics(tmp_path):
     assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 5000, png
     assert f"({png})" in report
   # Another target moves the time-to-target column only.
-  sweep.write_report(str(workdir), target_train_top1=0.5)
+  sweep_report.write_report(str(workdir), target_train_top1=0.5)
   rows = [line for line in (workdir / "report.md").read_text().splitlines()
           if line.startswith("| `")]
   assert rows[0].split("|")[8].strip() == "20" and rows[1].split("|")[8].strip() == "10"
@@ -339,4 +355,4 @@ def test_report_reads_the_numbers_from_metrics(tmp_path):
 
 def test_report_without_points_says_so(tmp_path):
   with pytest.raises(FileNotFoundError, match="No sweep points"):
-    sweep.write_report(str(tmp_path))
+    sweep_report.write_report(str(tmp_path))
