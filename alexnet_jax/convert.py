@@ -23,9 +23,8 @@ writes a params-only checkpoint (the training loop's Orbax layout, step 0)
 plus config.json via `alexnet_jax.checkpoint.save_pretrained`.
 """
 
+import io
 import math
-import os
-import sys
 
 import numpy as np
 
@@ -170,9 +169,19 @@ def load_torch_state_dict(path):
         "Reading a PyTorch checkpoint needs torch, which alexnet_jax does not "
         "require otherwise: `pip install torch` (CPU build is enough; see "
         "requirements-dev.txt for the tested version).") from e
-  if not os.path.isfile(path):
+  from etils import epath  # pylint: disable=g-import-not-at-top
+  if not epath.Path(path).is_file():
     raise FileNotFoundError(f"--torch_checkpoint {path!r} does not exist.")
-  obj = torch.load(path, map_location="cpu", weights_only=True)
+  try:
+    with epath.Path(path).open("rb") as f:
+      obj = torch.load(io.BytesIO(f.read()), map_location="cpu", weights_only=True)
+  except Exception as e:  # pylint: disable=broad-except  (torch raises many kinds)
+    # torch's own message suggests weights_only=False, which would run code
+    # from the file: never do that for a file of unknown origin.
+    raise ValueError(
+        f"{path!r} is not a PyTorch state dict that loads safely (torch.load with "
+        f"weights_only=True failed: {type(e).__name__}: {str(e).splitlines()[0][:150]}). "
+        "Save the weights with torch.save(model.state_dict(), PATH).") from None
   for wrapper in ("state_dict", "model_state_dict", "model"):
     if isinstance(obj, dict) and isinstance(obj.get(wrapper), dict):
       obj = obj[wrapper]
@@ -206,12 +215,17 @@ def convert_checkpoint(variant, torch_checkpoint, workdir, *, num_classes=None):
 
 
 def main(argv):
-  if len(argv) > 1:
-    raise ValueError(f"Unexpected arguments: {argv[1:]}")
+  from absl import app  # pylint: disable=g-import-not-at-top
   from absl import flags as absl_flags  # pylint: disable=g-import-not-at-top
+  from alexnet_jax import checkpoint  # pylint: disable=g-import-not-at-top
+  if len(argv) > 1:
+    raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
   flags = absl_flags.FLAGS
-  out = convert_checkpoint(flags.variant, flags.torch_checkpoint, flags.workdir,
-                           num_classes=flags.num_classes)
+  try:
+    out = convert_checkpoint(flags.variant, flags.torch_checkpoint, flags.workdir,
+                             num_classes=flags.num_classes)
+  except (checkpoint.CheckpointError, ValueError, FileNotFoundError, ImportError) as e:
+    raise SystemExit(f"error: {e}") from None
   print(f"Wrote converted {flags.variant} weights to {out}")
 
 
@@ -228,7 +242,12 @@ def _define_flags():
   flags.mark_flags_as_required(["torch_checkpoint", "workdir"])
 
 
-if __name__ == "__main__":
+def run():
+  """The `alexnet-convert` command."""
   from absl import app  # pylint: disable=g-import-not-at-top
   _define_flags()
   app.run(main)
+
+
+if __name__ == "__main__":
+  run()

@@ -13,6 +13,9 @@ What is written:
 * `model.jax.json`: what a caller needs to prepare inputs and read outputs:
   input shape/dtype, image_size, resize_size, mean_rgb, std_rgb, crops,
   class_names, step, and whether params are separate.
+* `alexnet_preprocess.py`: the eval preprocessing with numpy and PIL only
+  (`alexnet_jax/eval_preprocess.py`): `eval_crops(image, info)` gives the
+  input for one image exactly as eval and predict make it.
 * with `--separate_params`: `model.jax.params.npz`, the params as a flat
   {"conv1/kernel": array, ...} dict. The function then takes
   `(params_dict, images)`: the weights stay swappable (e.g. fine-tuned ones of
@@ -36,8 +39,10 @@ Loading and running with only jax installed:
 
     with open("model.jax", "rb") as f:
       exported = export.deserialize(bytearray(f.read()))
+    from alexnet_preprocess import eval_crops  # written next to model.jax
+
     info = json.load(open("model.jax.json"))
-    crops = np.zeros([2] + info["input_shape"][1:], info["input_dtype"])  # your crops
+    crops = np.stack([eval_crops(path, info) for path in ["a.jpg", "b.png"]])
     if info["separate_params"]:
       params = dict(np.load("model.jax.params.npz"))
       probs = np.asarray(exported.call(params, crops))
@@ -64,6 +69,7 @@ TensorFlow:
 from __future__ import annotations
 
 import functools
+import io
 import json
 import os
 
@@ -72,9 +78,13 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
+from etils import epath  # noqa: E402
 from flax import traverse_util  # noqa: E402
 
+from alexnet_jax import eval_preprocess  # noqa: E402
+
 INPUTS = ("uint8", "float")
+PREPROCESS_MODULE = "alexnet_preprocess"
 
 
 def _flat_params(params) -> dict[str, np.ndarray]:
@@ -130,10 +140,11 @@ def export_predictor(predictor, output: str, *, crops: int | None = None,
   platforms = tuple(platforms) if platforms else (export.default_export_platform(),)
   exported = export.export(jax.jit(fn), platforms=platforms)(*args)
 
-  output = os.path.abspath(output)
-  os.makedirs(os.path.dirname(output), exist_ok=True)
-  with open(output, "wb") as f:
-    f.write(exported.serialize())
+  output = epath.Path(output)
+  if "://" not in os.fspath(output):
+    output = epath.Path(os.path.abspath(output))
+  output.parent.mkdir(parents=True, exist_ok=True)
+  output.write_bytes(exported.serialize())
   info = {
       "format": "jax.export",
       "jax_version": jax.__version__,
@@ -146,6 +157,8 @@ def export_predictor(predictor, output: str, *, crops: int | None = None,
       "crops": crops,
       "image_size": s,
       "resize_size": int(predictor.config.resize_size),
+      "eval_resize": str(predictor.config.eval_resize),
+      "preprocess": f"{PREPROCESS_MODULE}.py next to this file: eval_crops(image, info)",
       "mean_rgb": [float(v) for v in predictor.config.mean_rgb],
       "std_rgb": [float(v) for v in predictor.config.std_rgb],
       "normalization": "(uint8 - 255 * mean_rgb) / (255 * std_rgb), applied "
@@ -158,10 +171,14 @@ def export_predictor(predictor, output: str, *, crops: int | None = None,
       "checkpoint_dir": predictor.checkpoint_dir,
   }
   if separate_params:
-    np.savez(output + ".params.npz", **flat)
-    info["params_file"] = os.path.basename(output) + ".params.npz"
-  with open(output + ".json", "w") as f:
-    json.dump(info, f, indent=2)
+    buffer = io.BytesIO()
+    np.savez(buffer, **flat)
+    (output.parent / (output.name + ".params.npz")).write_bytes(buffer.getvalue())
+    info["params_file"] = output.name + ".params.npz"
+  (output.parent / (output.name + ".json")).write_text(json.dumps(info, indent=2))
+  # The eval preprocessing in numpy + PIL, for callers without this package.
+  (output.parent / f"{PREPROCESS_MODULE}.py").write_text(
+      epath.Path(eval_preprocess.__file__).read_text())
   return info
 
 
@@ -251,7 +268,12 @@ def _define_flags():
   flags.mark_flags_as_required(["workdir", "output"])
 
 
-if __name__ == "__main__":
-  from absl import app as _app  # pylint: disable=g-import-not-at-top
+def run():
+  """The `alexnet-export` command."""
+  from absl import app  # pylint: disable=g-import-not-at-top
   _define_flags()
-  _app.run(main)
+  app.run(main)
+
+
+if __name__ == "__main__":
+  run()

@@ -36,7 +36,7 @@ import ast
 import dataclasses
 import functools
 import importlib.util
-import json
+import logging
 import os
 import pathlib
 from typing import Any
@@ -45,12 +45,14 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
+from etils import epath
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
 from alexnet_jax import checkpoint as ckpt_lib
 from alexnet_jax import config_lib
 from alexnet_jax import evaluation
 from alexnet_jax import models
+from alexnet_jax import workdir as workdir_lib
 
 CROPS = (1, 10)
 _BATCH_AXIS = "batch"
@@ -115,21 +117,19 @@ def _display_class_names(stored, num_classes: int, dataset: str) -> list[str]:
 # ----------------------------------------------------------------------------
 
 
-def _resolve(path) -> tuple[str, int | None, str]:
+def _resolve(path) -> tuple[epath.Path, int | None, epath.Path]:
   """(checkpoints dir, step implied by the path or None, workdir)."""
-  path = os.path.abspath(os.fspath(path))
-  if not os.path.exists(path):
+  path = ckpt_lib.absolute(path)
+  if not path.exists():
     raise ckpt_lib.CheckpointError(
         f"{path} does not exist. Pass a workdir written by main.py or alexnet_jax.convert "
-        f"(it holds {ckpt_lib.CHECKPOINT_DIR}/<step>/), or its {ckpt_lib.CHECKPOINT_DIR}/ "
-        "directory.")
-  name, parent = os.path.basename(path), os.path.dirname(path)
+        f"(it holds {workdir_lib.CHECKPOINT_DIR}/<step>/), or its "
+        f"{workdir_lib.CHECKPOINT_DIR}/ directory.")
   # One step's directory, e.g. workdir/checkpoints/1000.
-  if name.isdigit() and os.path.isdir(os.path.join(path, "params")):
-    return parent, int(name), os.path.dirname(parent)
+  if path.name.isdigit() and (path / "params").is_dir():
+    return path.parent, int(path.name), path.parent.parent
   directory = ckpt_lib.checkpoint_dir(path)
-  workdir = os.path.dirname(directory) if directory != path else path
-  return directory, None, workdir
+  return directory, None, (directory.parent if directory != path else path)
 
 
 def _no_checkpoint_error(path, directory):
@@ -140,17 +140,16 @@ def _no_checkpoint_error(path, directory):
       "eval.")
 
 
-def _config_from(meta: dict, workdir: str) -> ml_collections.ConfigDict:
+def _config_from(meta: dict, workdir) -> ml_collections.ConfigDict:
   """The run's config: from the checkpoint's meta, else the workdir's config.json."""
   config = meta.get("config")
   if not config:
-    path = os.path.join(workdir, "config.json")
-    if not os.path.exists(path):
+    path = epath.Path(workdir) / workdir_lib.CONFIG_FILE
+    if not path.exists():
       raise ckpt_lib.CheckpointError(
           f"The checkpoint has no stored config and {path} does not exist: the model cannot "
           "be rebuilt. Copy the run's config.json next to its checkpoints/.")
-    with open(path) as f:
-      config = json.load(f)
+    config = workdir_lib.read_json(path, "the run's config")
   return config_lib.from_dict(config)
 
 
@@ -282,15 +281,16 @@ def load(workdir_or_checkpoint_dir, step: int | None = None, *, devices=None) ->
 
   Args:
     workdir_or_checkpoint_dir: a workdir, its checkpoints/ directory, or one
-      step's directory inside it.
-    step: the step to restore; default the newest (or the one in the path).
+      step's directory inside it (local, gs:// or any path etils.epath opens).
+    step: the step to restore; default the newest readable one (a damaged
+      newest step is skipped with a warning naming it and the step used).
     devices: where to put the params (replicated); default this process's
       devices. E.g. `jax.local_devices()[:1]` for one device.
 
   Raises:
     checkpoint.CheckpointError: no checkpoint there, the step does not exist
-      (the message lists those that do), the format version is not this
-      code's, or the stored params do not fit the model the config describes.
+      or is unreadable, the format version is not this code's, or the stored
+      params do not fit the model the config describes.
   """
   path = os.fspath(workdir_or_checkpoint_dir)
   directory, path_step, workdir = _resolve(path)
@@ -298,45 +298,72 @@ def load(workdir_or_checkpoint_dir, step: int | None = None, *, devices=None) ->
     if step is not None and step != path_step:
       raise ValueError(f"step={step} contradicts the step directory {path} (step {path_step}).")
     step = path_step
-  if not os.path.isdir(directory):
+  if not directory.is_dir():
     raise _no_checkpoint_error(path, directory)
   ckpt = ckpt_lib.Checkpointer(directory, read_only=True, async_save=False)
+  mesh = inference_mesh(devices)
   try:
     steps = ckpt.all_steps()
     if not steps:
       raise _no_checkpoint_error(path, directory)
-    if step is None:
-      step = steps[-1]
-    elif int(step) not in steps:
+    if step is not None and int(step) not in steps:
       raise ckpt_lib.CheckpointError(
           f"Step {step} is not in {directory}; available steps: {steps}.")
-    step = int(step)
-    meta = ckpt.read_meta(step)  # Raises on an incompatible format version.
-    config = _config_from(meta, workdir)
-    stored = ckpt.stored_shapes(step, "params")
-    num_classes = int(meta.get("num_classes") or config.get("num_classes")
-                      or np.shape(jax.tree.leaves(stored)[-1])[-1])
-    model = config_lib.create_model(config, num_classes)
-    expected = jax.eval_shape(
-        lambda: models.init_params(model, config.image_size, jax.random.key(0)))
-    diffs = ckpt_lib.shape_differences(expected, stored)
-    if diffs:
+    candidates = [int(step)] if step is not None else list(reversed(steps))
+    skipped = []
+    for candidate in candidates:
+      try:
+        restored = _restore_step(ckpt, candidate, workdir, mesh)
+      except (ckpt_lib.CheckpointError, ValueError):
+        raise
+      except Exception as e:  # pylint: disable=broad-except  (damaged files: many kinds)
+        reason = f"{type(e).__name__}: {str(e).splitlines()[0][:200]}"
+        if step is not None:
+          raise ckpt_lib.CheckpointError(
+              f"Checkpoint step {candidate} in {directory} is unreadable ({reason}); available "
+              f"steps: {steps}.") from e
+        skipped.append(candidate)
+        logging.warning("Checkpoint step %d in %s is unreadable (%s); trying the previous one.",
+                        candidate, directory, reason)
+        continue
+      if skipped:
+        logging.warning("Using checkpoint step %d: the newer step(s) %s are unreadable.",
+                        candidate, skipped)
+      break
+    else:
       raise ckpt_lib.CheckpointError(
-          f"Checkpoint step {step} in {directory} does not fit the model its config describes "
-          f"(variant {config.model.variant!r}, {num_classes} classes); was it written by another "
-          "version of alexnet_jax? Differences:\n  " + "\n  ".join(diffs[:20]))
-    mesh = inference_mesh(devices)
-    replicated = NamedSharding(mesh, P())
-    target = jax.tree.map(lambda s: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=replicated),
-                          stored)
-    params, _, _ = ckpt.restore(step, abstract_params=target)
+          f"None of the checkpoints {steps} in {directory} can be read; see the warnings above.")
   finally:
     ckpt.close()
+  config, model, params, meta, num_classes, step = restored
   class_names = _display_class_names(meta.get("class_names"), num_classes,
                                      config.get("dataset", ""))
   return Predictor(config=config, params=params, class_names=class_names,
-                   num_classes=num_classes, step=step, checkpoint_dir=directory, mesh=mesh,
+                   num_classes=num_classes, step=step, checkpoint_dir=str(directory), mesh=mesh,
                    model=model, meta=meta)
+
+
+def _restore_step(ckpt, step, workdir, mesh):
+  """(config, model, params, meta, num_classes, step) of one checkpoint step."""
+  meta = ckpt.read_meta(step)  # Raises on an incompatible format version.
+  config = _config_from(meta, workdir)
+  stored = ckpt.stored_shapes(step, "params")
+  num_classes = int(meta.get("num_classes") or config.get("num_classes")
+                    or np.shape(jax.tree.leaves(stored)[-1])[-1])
+  model = config_lib.create_model(config, num_classes)
+  expected = jax.eval_shape(
+      lambda: models.init_params(model, config.image_size, jax.random.key(0)))
+  diffs = ckpt_lib.shape_differences(expected, stored)
+  if diffs:
+    raise ckpt_lib.CheckpointError(
+        f"Checkpoint step {step} in {ckpt.directory} does not fit the model its config "
+        f"describes (variant {config.model.variant!r}, {num_classes} classes); was it written "
+        "by another version of alexnet_jax? Differences:\n  " + "\n  ".join(diffs[:20]))
+  replicated = NamedSharding(mesh, P())
+  target = jax.tree.map(lambda s: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=replicated),
+                        stored)
+  params, _, _ = ckpt.restore(step, abstract_params=target)
+  return config, model, params, meta, num_classes, step
 
 
 # ----------------------------------------------------------------------------
@@ -368,8 +395,7 @@ def _to_tf_input(image, index: int):
   """One image -> what augment's eval functions take (a tf.string or uint8 tensor)."""
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
   if isinstance(image, (str, os.PathLike)):
-    with open(image, "rb") as f:
-      image = f.read()
+    image = epath.Path(image).read_bytes()
   if isinstance(image, bytes):
     return tf.constant(image, tf.string)
   array = np.asarray(image)
@@ -389,7 +415,7 @@ def _to_tf_input(image, index: int):
 def available_steps(workdir_or_checkpoint_dir) -> list[int]:
   """The checkpoint steps stored under a workdir (empty when none)."""
   directory, _, _ = _resolve(workdir_or_checkpoint_dir)
-  if not os.path.isdir(directory):
+  if not directory.is_dir():
     return []
   ckpt = ckpt_lib.Checkpointer(directory, read_only=True, async_save=False)
   try:

@@ -24,6 +24,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 from absl import app  # noqa: E402
 from absl import flags  # noqa: E402
 from absl import logging as absl_logging  # noqa: E402
+from etils import epath  # noqa: E402
 
 FLAGS = flags.FLAGS
 
@@ -53,11 +54,13 @@ def main(argv):
   if not paths:
     raise app.UsageError("Give one or more image files after the flags, e.g. "
                          "`python -m alexnet_jax.predict --workdir=DIR cat.jpg`.")
-  missing = [p for p in paths if not os.path.isfile(p)]
+  missing = [p for p in paths if not epath.Path(p).is_file()]
   if missing:
     raise app.UsageError(f"Not a file: {', '.join(missing)}")
   if FLAGS.top_k < 1:
     raise app.UsageError(f"--top_k={FLAGS.top_k} must be >= 1.")
+  if FLAGS.batch_size < 1:
+    raise app.UsageError(f"--batch_size={FLAGS.batch_size} must be >= 1.")
   from alexnet_jax import inference  # pylint: disable=g-import-not-at-top
   from alexnet_jax import checkpoint  # pylint: disable=g-import-not-at-top
   from alexnet_jax import runtime  # pylint: disable=g-import-not-at-top
@@ -70,10 +73,7 @@ def main(argv):
   except checkpoint.CheckpointError as e:
     raise SystemExit(f"error: {e}") from e
   crops = int(FLAGS.crops) if FLAGS.crops else None
-  images = []
-  for path in paths:
-    with open(path, "rb") as f:
-      images.append(f.read())
+  images = [epath.Path(path).read_bytes() for path in paths]
   try:
     probs = predictor.predict(images, crops=crops, batch_size=FLAGS.batch_size)
   except Exception as e:  # pylint: disable=broad-except  (TF's decode errors name no file)
@@ -95,6 +95,11 @@ def _first_undecodable(predictor, images, paths):
   return None
 
 
-if __name__ == "__main__":
+def run():
+  """The `alexnet-predict` command."""
   _define_flags()
   app.run(main)
+
+
+if __name__ == "__main__":
+  run()

@@ -1,7 +1,8 @@
 """PyTorch -> Flax weights: logits and every gradient agree with PyTorch references.
 
-The references are written here in PyTorch (torchvision's AlexNet layout and
-the seed's half-width net), with PyTorch's own random init, so the test
+The reference is the shared hand-written PyTorch AlexNet
+(benchmarks/torch_alexnet.py: torchvision's layout and the seed's half-width
+net), with PyTorch's own random init, so the test
 exercises the converter's OIHW->HWIO transpose and the C,H,W -> H,W,C
 permutation of fc6 (a wrong permutation still loads, but gives wrong logits).
 """
@@ -22,42 +23,11 @@ torch = pytest.importorskip("torch")
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
-LAYOUTS = {  # conv widths, FC width, adaptive average pool?
-    "torchvision": ((64, 192, 384, 256, 256), 4096, True),
-    "seed": ((48, 128, 192, 192, 128), 2048, False),
-}
-
-
-class TorchAlexNet(torch.nn.Module):
-  """torchvision's `alexnet` layout; `seed` is the same at half width, no avgpool."""
-
-  def __init__(self, variant, num_classes):
-    super().__init__()
-    nn = torch.nn
-    (c1, c2, c3, c4, c5), fc, avgpool = LAYOUTS[variant]
-    self.features = nn.Sequential(
-        nn.Conv2d(3, c1, kernel_size=11, stride=4, padding=2), nn.ReLU(inplace=True),
-        nn.MaxPool2d(kernel_size=3, stride=2),
-        nn.Conv2d(c1, c2, kernel_size=5, padding=2), nn.ReLU(inplace=True),
-        nn.MaxPool2d(kernel_size=3, stride=2),
-        nn.Conv2d(c2, c3, kernel_size=3, padding=1), nn.ReLU(inplace=True),
-        nn.Conv2d(c3, c4, kernel_size=3, padding=1), nn.ReLU(inplace=True),
-        nn.Conv2d(c4, c5, kernel_size=3, padding=1), nn.ReLU(inplace=True),
-        nn.MaxPool2d(kernel_size=3, stride=2))
-    self.avgpool = nn.AdaptiveAvgPool2d((6, 6)) if avgpool else nn.Identity()
-    self.classifier = nn.Sequential(
-        nn.Dropout(p=0.5), nn.Linear(c5 * 6 * 6, fc), nn.ReLU(inplace=True),
-        nn.Dropout(p=0.5), nn.Linear(fc, fc), nn.ReLU(inplace=True),
-        nn.Linear(fc, num_classes))
-
-  def forward(self, x):
-    x = self.avgpool(self.features(x))
-    return self.classifier(torch.flatten(x, 1))  # C, H, W order
-
-
 def torch_model(variant, num_classes, seed=0):
+  """The shared hand-written PyTorch reference (benchmarks/torch_alexnet.py), eval mode."""
+  from benchmarks import torch_alexnet  # pylint: disable=g-import-not-at-top
   torch.manual_seed(seed)
-  return TorchAlexNet(variant, num_classes).eval()
+  return torch_alexnet.build(variant, num_classes).eval()
 
 
 def rel_err(a, b):

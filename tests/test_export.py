@@ -94,6 +94,35 @@ def test_exported_forward_runs_without_alexnet_jax_and_equals_predict(workdir, t
                                rtol=0)
   assert not np.allclose(expected_ten, expected_centre, atol=1e-5)  # the two paths differ
 
+  # The README's snippet: photos prepared by the copied numpy + PIL module, fed to the
+  # artifact, in a process without this package, give predict's probabilities.
+  photos = [str(p) for p in sorted(testlib.REPO_ROOT.glob("tests/data/flowers/val/*/*.jpg"))[:4]]
+  (tmp_path / "photos.json").write_text(json.dumps(photos))
+  (tmp_path / "readme_snippet.py").write_text(README_SNIPPET)
+  proc = subprocess.run(
+      [sys.executable, "-I", str(tmp_path / "readme_snippet.py"), str(baked),
+       str(tmp_path / "photos.json"), str(tmp_path / "photo_probs.npy")],
+      cwd=tmp_path, env=clean_env, capture_output=True, text=True, timeout=300)
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  np.testing.assert_allclose(np.load(tmp_path / "photo_probs.npy"),
+                             predictor.predict(photos, crops=10), atol=1e-4, rtol=0)
+
+
+README_SNIPPET = r'''
+import json, os, sys
+import numpy as np
+from jax import export
+sys.path.insert(0, os.path.dirname(sys.argv[1]))  # where export wrote alexnet_preprocess.py
+from alexnet_preprocess import eval_crops
+
+exported = export.deserialize(bytearray(open(sys.argv[1], "rb").read()))
+info = json.load(open(sys.argv[1] + ".json"))
+crops = np.stack([eval_crops(path, info) for path in json.load(open(sys.argv[2]))])
+probs = np.asarray(exported.call(crops))
+assert "alexnet_jax" not in sys.modules and "tensorflow" not in sys.modules
+np.save(sys.argv[3], probs)
+'''
+
 
 TF_LOADER = r'''
 import sys
