@@ -1,51 +1,42 @@
-"""Throughput of the real train and eval steps, side by side with PyTorch.
+"""Throughput of the real steps and of the input pipelines that feed them.
 
-  python -m alexnet_jax.benchmark train [--variant=seed --batch_size=64]
-  python -m alexnet_jax.benchmark eval  [--variant=seed --batch_size=64]
-  python -m alexnet_jax.benchmark pipeline [--augmentation=paper]
-  python -m alexnet_jax.benchmark gpu [--smoke]
+  python -m alexnet_jax.benchmark train|eval [--variant=seed --batch_size=64]
+  python -m alexnet_jax.benchmark pipeline [--data_dir=FOLDER] [--variant=seed]
+  python -m alexnet_jax.benchmark gpu [--data_dir=PREPARED] [--smoke]
 
-`train` and `eval` time the project's own jitted steps
-(`train.make_train_step` / `make_eval_step` on a 1-device mesh, compiled ahead
-of time like `train_and_evaluate` does) on synthetic uint8 batches, so the
-figure is what training gets, minus input. With torch importable, the same
-network is built in PyTorch from the same layer table (`models.ARCHITECTURES`,
-torchvision layout, NCHW), trained with the same optimiser (SGD, momentum 0.9,
-coupled weight decay 5e-4), and measured in the same process, interleaved
-round by round with JAX so both see the same machine load; the speed ratio is
-printed. Warm-up is excluded; figures are medians over rounds. PyTorch gets
-float NCHW batches already normalised (what its DataLoader would hand it);
-JAX gets uint8 NHWC and normalises inside the step, as our training does.
+`train` / `eval` time the project's own jitted steps (`steps.make_train_step`
+/ `make_eval_step`, compiled ahead of time as training does) on a batch that
+stays on the device: what training gets, minus input.
 
-`pipeline` measures the training input pipeline (per core and per
-CPU-second, via benchmarks/pipeline_throughput.py) and the train step on the
-same machine, and says whether the pipeline keeps up.
+`pipeline` compares the two ways to feed the train step from the same
+photos: the JPEG pipeline (decode + crop + flip on the host, tf.data) and a
+prepared dataset (the folder converted once by `alexnet_jax.prepare`; the host
+copies uint8 bytes, crops happen on the device). It reports host CPU-seconds
+per image and images/s per core for each, then trains the step end to end
+from prepared data and from fake data kept on the device: the two must be
+within a few percent for the input to count as free.
 
 `gpu` is the accelerator table: bf16 images/s and model FLOP utilisation
-(forward MACs x 2 FLOPs x 3 for forward+backward, over the card's dense bf16
-peak) for `paper` and `torchvision` at batch 128..1024, in bounded time.
-`--smoke` runs it tiny on any backend (a correctness check of the script).
+(forward MACs x 2 x 3 per image, over the card's dense bf16 peak) for `paper`
+and `torchvision` at batch 128..1024, then the host's input supply per core
+and, with `--data_dir=PREPARED`, an end-to-end row that says whether the
+input keeps up. `--smoke` runs it tiny on any backend.
 
-`--cpu_kernels=off` measures the plain formulation (flax's max pool, XLA:CPU's
-default convolutions); the default `auto` is what training uses.
-benchmarks/cpu_before_after.py tabulates both against PyTorch.
+PyTorch comparisons live outside the library: benchmarks/jax_vs_torch.py.
 """
 
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import json
 import os
 import pathlib
 import resource
 import statistics
-import sys
+import tempfile
 import time
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-
-REPO_ROOT = pathlib.Path(__file__).resolve().parents[1]
 
 # Dense bf16 tensor-core peaks (FLOP/s) by device-kind substring, most specific first.
 PEAK_BF16_FLOPS = (
@@ -66,6 +57,7 @@ PEAK_BF16_FLOPS = (
     ("TPU v5", 197e12),  # v5e / v5 lite
     ("TPU v4", 275e12),
 )
+SHIPPED_PHOTOS = pathlib.Path(__file__).resolve().parents[1] / "tests" / "data" / "flowers"
 
 
 def peak_bf16_flops(device_kind: str):
@@ -76,264 +68,118 @@ def peak_bf16_flops(device_kind: str):
   return None, None
 
 
-# --------------------------------------------------------------------------
-# Timing helpers.
-# --------------------------------------------------------------------------
+def _cpu_seconds() -> float:
+  usage = resource.getrusage(resource.RUSAGE_SELF)
+  return usage.ru_utime + usage.ru_stime
 
 
-def _cores() -> int:
-  """CPU cores this process may run on."""
-  if hasattr(os, "sched_getaffinity"):
-    return len(os.sched_getaffinity(0))
-  return os.cpu_count() or 1
-
-
-def median(values):
-  return statistics.median(values) if values else float("nan")
-
-
-def peak_rss_mib() -> float:
-  """This process's peak resident memory (Linux reports KiB)."""
-  return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
-
-
-def _xla_memory_mib(compiled):
-  """XLA's static memory estimate for a compiled program, or None."""
-  try:
-    m = compiled.memory_analysis()
-  except Exception:  # pylint: disable=broad-except  (not every backend reports it)
-    return None
-  if m is None:
-    return None
-  total = (m.argument_size_in_bytes + m.output_size_in_bytes + m.temp_size_in_bytes
-           - m.alias_size_in_bytes)
-  return total / 2**20
-
-
-def _device_peak_mib(device):
-  """The allocator's peak bytes in use (GPU/TPU), or None (CPU)."""
-  try:
-    stats = device.memory_stats()
-  except Exception:  # pylint: disable=broad-except
-    return None
-  if not stats or "peak_bytes_in_use" not in stats:
-    return None
-  return stats["peak_bytes_in_use"] / 2**20
-
-
-# --------------------------------------------------------------------------
-# JAX side: the project's own steps.
-# --------------------------------------------------------------------------
-
-
-def make_config(variant, batch_size, image_size=None, *, half_precision=False,
-                cpu_kernels="auto", num_classes=1000):
-  from alexnet_jax import models  # pylint: disable=g-import-not-at-top
-  from alexnet_jax import config_lib  # pylint: disable=g-import-not-at-top
+def make_config(variant, batch_size, image_size=None, *, cpu_kernels="auto",
+                half_precision="auto", num_classes=1000):
+  from alexnet_jax import config_lib, models  # pylint: disable=g-import-not-at-top
   c = config_lib.base_config()
   c.model.variant = variant
   c.model.cpu_kernels = cpu_kernels
   c.image_size = image_size or models.default_image_size(variant)
   c.resize_size = max(c.resize_size, c.image_size)
-  c.batch_size = batch_size
-  c.eval_batch_size = batch_size
+  c.batch_size = c.eval_batch_size = batch_size
   c.eval_crops = 1
   c.num_classes = num_classes
-  c.lr_schedule = "constant"
   c.half_precision = half_precision
+  c.dataset = "fake"
+  c.log_every_steps = 1 << 30
   return c
 
 
-def synthetic_batch(config, *, eval_batch=False, seed=0):
-  import numpy as np  # pylint: disable=g-import-not-at-top
-  rng = np.random.default_rng(seed)
-  b, s = config.batch_size, config.image_size
-  batch = {"image": rng.integers(0, 256, (b, s, s, 3), dtype=np.uint8),
-           "label": rng.integers(0, config.num_classes, (b,), dtype=np.int32)}
-  if eval_batch:
-    batch["mask"] = np.ones((b,), bool)
-  return batch
+class TrainStep:
+  """The real train step on a 1-device mesh, compiled ahead of time."""
 
-
-class JaxTrainStep:
-  """The real train step, compiled ahead of time, on a device-resident batch."""
-
-  def __init__(self, config, device=None, state=None):
-    """`state`: a train state of the same model to reuse (skips compiling the initialiser)."""
+  def __init__(self, config, device=None, *, state=None, stored_size=None):
     import jax  # pylint: disable=g-import-not-at-top
-    import numpy as np  # pylint: disable=g-import-not-at-top
     from alexnet_jax import config_lib, optim, parallel, steps  # pylint: disable=g-import-not-at-top
-    self.config = config
+    from alexnet_jax.data import device_augment  # pylint: disable=g-import-not-at-top
     self.mesh = parallel.create_mesh([device or jax.devices()[0]])
     model = config_lib.create_model(config, config.num_classes)
     tx = optim.create_optimizer(config)
-    step = steps.make_train_step(model, tx, optim.create_learning_rate_fn(config, 1000),
-                                 config, self.mesh)
+    augment = device_augment.train_fn(config) if stored_size else None
+    step = steps.make_train_step(model, tx, optim.create_learning_rate_fn(config, 1000), config,
+                                 self.mesh, device_augment=augment)
     start = time.perf_counter()
-    self.compiled = step.lower(steps.abstract_train_state(model, tx, config, self.mesh),
-                               steps.abstract_window(self.mesh),
-                               steps.abstract_batch(config, self.mesh)).compile()
+    self.compiled = step.lower(
+        steps.abstract_train_state(model, tx, config, self.mesh), steps.abstract_window(self.mesh),
+        steps.abstract_batch(config, self.mesh, stored_size=stored_size)).compile()
     self.compile_s = time.perf_counter() - start
     self.memory_mib = _xla_memory_mib(self.compiled)
     self.state = state if state is not None else steps.create_train_state(model, tx, config,
                                                                            self.mesh)
-    self.batch = parallel.to_global(synthetic_batch(config), self.mesh)
     self.window = parallel.replicate(steps.empty_window(), self.mesh)
 
-  def run(self, steps: int) -> tuple[float, float]:
-    """(wall, CPU) seconds per step over `steps` steps (one final sync)."""
+  def run(self, batches, count: int) -> float:
+    """Seconds per step over `count` steps fed from `batches` (device arrays)."""
     import jax  # pylint: disable=g-import-not-at-top
-    start, cpu = time.perf_counter(), time.process_time()
-    metrics = None
-    for _ in range(steps):
-      self.state, metrics = self.compiled(self.state, self.window, self.batch)
-    jax.block_until_ready(metrics)
-    return ((time.perf_counter() - start) / steps, (time.process_time() - cpu) / steps)
+    start = time.perf_counter()
+    for _ in range(count):
+      self.state, self.window = self.compiled(self.state, self.window, next(batches))
+    jax.block_until_ready(self.window)
+    return (time.perf_counter() - start) / count
 
 
-class JaxEvalStep:
-  """The real eval step (single crop, masked sums), compiled ahead of time."""
-
+class EvalStep:
   def __init__(self, config, device=None):
     import jax  # pylint: disable=g-import-not-at-top
     from alexnet_jax import config_lib, models, parallel, steps  # pylint: disable=g-import-not-at-top
     self.mesh = parallel.create_mesh([device or jax.devices()[0]])
     model = config_lib.create_model(config, config.num_classes)
     step = steps.make_eval_step(model, config, self.mesh)
-    params = jax.eval_shape(lambda: models.init_params(model, config.image_size, jax.random.key(0)))
     sharding = parallel.replicated(self.mesh)
+    init = lambda: models.init_params(model, config.image_size, jax.random.key(0))
     abstract = jax.tree.map(lambda s: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=sharding),
-                            params)
+                            jax.eval_shape(init))
     start = time.perf_counter()
     self.compiled = step.lower(abstract, steps.abstract_batch(config, self.mesh,
                                                               eval_batch=True)).compile()
     self.compile_s = time.perf_counter() - start
     self.memory_mib = _xla_memory_mib(self.compiled)
-    self.params = jax.jit(lambda: models.init_params(model, config.image_size, jax.random.key(0)),
-                          out_shardings=sharding)()
-    self.batch = parallel.to_global(synthetic_batch(config, eval_batch=True), self.mesh)
+    self.params = jax.jit(init, out_shardings=sharding)()
 
-  def run(self, steps: int) -> tuple[float, float]:
+  def run(self, batches, count: int) -> float:
     import jax  # pylint: disable=g-import-not-at-top
-    start, cpu = time.perf_counter(), time.process_time()
-    out = [self.compiled(self.params, self.batch) for _ in range(steps)]
+    start = time.perf_counter()
+    out = [self.compiled(self.params, next(batches)) for _ in range(count)]
     jax.block_until_ready(out)
-    return ((time.perf_counter() - start) / steps, (time.process_time() - cpu) / steps)
+    return (time.perf_counter() - start) / count
 
 
-# --------------------------------------------------------------------------
-# PyTorch side: the same network in torchvision's layout.
-# --------------------------------------------------------------------------
+def _xla_memory_mib(compiled):
+  try:
+    m = compiled.memory_analysis()
+  except Exception:  # pylint: disable=broad-except  (not every backend reports it)
+    return None
+  if m is None:
+    return None
+  return (m.argument_size_in_bytes + m.output_size_in_bytes + m.temp_size_in_bytes
+          - m.alias_size_in_bytes) / 2**20
 
 
-def torch_available() -> bool:
-  return importlib.util.find_spec("torch") is not None
+def _device_peak_mib(device):
+  try:
+    stats = device.memory_stats()
+  except Exception:  # pylint: disable=broad-except
+    return None
+  return stats["peak_bytes_in_use"] / 2**20 if stats and "peak_bytes_in_use" in stats else None
 
 
-def build_torch_model(variant: str, num_classes: int = 1000, *, lrn=None, activation="relu",
-                      dropout_rate=None):
-  """The variant as a torch.nn.Module with torchvision's layout (NCHW).
-
-  `features` / `avgpool` / `classifier` like `torchvision.models.AlexNet`, so
-  the state dict has torchvision's keys (`features.0.weight`,
-  `classifier.1.weight`, ...) and `convert.from_torch_state_dict` maps it to
-  our Flax params. Built from the same layer table as the Flax model
-  (`models.ARCHITECTURES`): layer shapes, grouped convolutions (paper), LRN,
-  pooling and dropout placement agree; tests/test_benchmark.py checks the
-  parameter counts and, for `seed`, equal logits after conversion.
-  """
-  from torch import nn  # pylint: disable=g-import-not-at-top
-  from alexnet_jax import models  # pylint: disable=g-import-not-at-top
-  arch = models.ARCHITECTURES[variant]
-  lrn = arch.defaults["lrn"] if lrn is None else lrn
-  rate = arch.defaults["dropout_rate"] if dropout_rate is None else dropout_rate
-  acts = {"relu": nn.ReLU, "tanh": nn.Tanh, "leaky_relu": nn.LeakyReLU, "elu": nn.ELU,
-          "selu": nn.SELU}
-  layers, channels, size = [], 3, arch.image_size
-  for spec in arch.convs:
-    layers += [nn.Conv2d(channels, spec.features, spec.kernel, stride=spec.stride,
-                         padding=spec.padding, groups=spec.groups), acts[activation]()]
-    size = (size + 2 * spec.padding - spec.kernel) // spec.stride + 1
-    if spec.lrn and lrn:
-      layers.append(nn.LocalResponseNorm(5, alpha=1e-4, beta=0.75, k=2.0))
-    if spec.pool:
-      layers.append(nn.MaxPool2d(3, 2))
-      size = (size - 3) // 2 + 1
-    channels = spec.features
-  if arch.avg_pool is not None:
-    avgpool = nn.AdaptiveAvgPool2d(arch.avg_pool)
-    size = arch.avg_pool[0]
-  else:
-    avgpool = nn.Identity()
-  head, width = [], channels * size * size
-  for _, hidden in arch.hidden:
-    if rate and arch.dropout_before_hidden:
-      head.append(nn.Dropout(rate))
-    head += [nn.Linear(width, hidden), acts[activation]()]
-    if rate and not arch.dropout_before_hidden:
-      head.append(nn.Dropout(rate))
-    width = hidden
-  head.append(nn.Linear(width, num_classes))
-
-  class TorchAlexNet(nn.Module):
-
-    def __init__(self):
-      super().__init__()
-      self.features = nn.Sequential(*layers)
-      self.avgpool = avgpool
-      self.classifier = nn.Sequential(*head)
-
-    def forward(self, x):
-      return self.classifier(self.avgpool(self.features(x)).flatten(1))
-
-  return TorchAlexNet()
+def _fake_batches(config, mesh, eval_batch=False):
+  """Device-resident fake batches, the `fake` dataset's own (no host work per step)."""
+  from alexnet_jax import data, parallel  # pylint: disable=g-import-not-at-top
+  make = data.create_eval_iterator if eval_batch else data.create_train_iterator
+  it = make(config, process_index=0, process_count=1)
+  return parallel.prefetch_to_mesh(_repeat(it) if eval_batch else it, mesh)
 
 
-class TorchTrainStep:
-  """torch.optim.SGD(momentum=0.9, weight_decay=5e-4) on a fixed NCHW batch."""
-
-  def __init__(self, config, *, image_size=None):
-    import torch  # pylint: disable=g-import-not-at-top
-    self.torch = torch
-    torch.manual_seed(0)
-    size = image_size or config.image_size
-    self.model = build_torch_model(config.model.variant, config.num_classes)
-    self.model.train()
-    self.opt = torch.optim.SGD(self.model.parameters(), lr=config.learning_rate,
-                               momentum=config.momentum, weight_decay=config.weight_decay)
-    gen = torch.Generator().manual_seed(0)
-    self.images = torch.randn(config.batch_size, 3, size, size, generator=gen)
-    self.labels = torch.randint(0, config.num_classes, (config.batch_size,), generator=gen)
-
-  def run(self, steps: int) -> tuple[float, float]:
-    torch = self.torch
-    start, cpu = time.perf_counter(), time.process_time()
-    for _ in range(steps):
-      self.opt.zero_grad(set_to_none=True)
-      loss = torch.nn.functional.cross_entropy(self.model(self.images), self.labels)
-      loss.backward()
-      self.opt.step()
-      loss.item()
-    return ((time.perf_counter() - start) / steps, (time.process_time() - cpu) / steps)
-
-
-class TorchEvalStep:
-  def __init__(self, config):
-    import torch  # pylint: disable=g-import-not-at-top
-    self.torch = torch
-    torch.manual_seed(0)
-    self.model = build_torch_model(config.model.variant, config.num_classes).eval()
-    gen = torch.Generator().manual_seed(0)
-    s = config.image_size
-    self.images = torch.randn(config.batch_size, 3, s, s, generator=gen)
-
-  def run(self, steps: int) -> tuple[float, float]:
-    torch = self.torch
-    start, cpu = time.perf_counter(), time.process_time()
-    with torch.inference_mode():
-      for _ in range(steps):
-        self.model(self.images).argmax(-1)
-    return ((time.perf_counter() - start) / steps, (time.process_time() - cpu) / steps)
+def _repeat(iterator):
+  batches = list(iterator)
+  while True:
+    yield from batches
 
 
 # --------------------------------------------------------------------------
@@ -341,150 +187,113 @@ class TorchEvalStep:
 # --------------------------------------------------------------------------
 
 
-def interleaved(runners: dict, *, steps: int, rounds: int, warmup: int = 1):
-  """(wall, CPU) seconds per step for each runner, round by round (A, B, A, B, ...).
-
-  Returns two dicts name -> list over rounds. CPU seconds are the process's
-  (all threads); with one core per process (`--cpus=1`) they do not grow with
-  other jobs' load the way wall time does.
-  """
-  for runner in runners.values():
-    for _ in range(warmup):
-      runner.run(steps)
-  wall = {name: [] for name in runners}
-  cpu = {name: [] for name in runners}
-  for _ in range(rounds):
-    for name, runner in runners.items():
-      w, c = runner.run(steps)
-      wall[name].append(w)
-      cpu[name].append(c)
-  return wall, cpu
-
-
-def _summary(kind, config, jax_step, times, cpu_times, *, use_torch):
-  """Prints the result block and returns it as a dict."""
+def bench_step(kind, config, *, steps, rounds):
   import jax  # pylint: disable=g-import-not-at-top
-  from alexnet_jax import cpu_kernels  # pylint: disable=g-import-not-at-top
-  b = config.batch_size
-  jax_ips = b / median(times["jax"])
-  out = {"kind": kind, "variant": config.model.variant, "batch_size": b,
+  step = TrainStep(config) if kind == "train" else EvalStep(config)
+  batches = _fake_batches(config, step.mesh, eval_batch=kind == "eval")
+  step.run(batches, steps)  # warm-up
+  per_step = statistics.median(step.run(batches, steps) for _ in range(rounds))
+  out = {"kind": kind, "variant": config.model.variant, "batch_size": config.batch_size,
          "image_size": config.image_size, "backend": jax.default_backend(),
-         "device": jax.devices()[0].device_kind, "jax_images_per_sec": jax_ips,
-         "jax_step_ms": 1e3 * median(times["jax"]), "compile_s": jax_step.compile_s,
-         "jax_cpu_s_per_step": median(cpu_times["jax"]), "cores": _cores(),
-         "xla_memory_mib": jax_step.memory_mib, "rounds": len(times["jax"]),
-         "cpu_kernels": config.model.cpu_kernels,
-         "compiler_options": cpu_kernels.compiler_options(config.model.cpu_kernels)}
-  peak = _device_peak_mib(jax.devices()[0])
-  if peak is not None:
-    out["device_peak_mib"] = peak
-  print(f"{kind}: {config.model.variant}, batch {b} at {config.image_size}px on "
-        f"{out['backend']} ({out['device']}), {out['cores']} CPU cores, "
-        f"load average {os.getloadavg()[0]:.1f}")
-  print(f"  JAX     {jax_ips:8.1f} images/s  ({out['jax_step_ms']:.0f} ms/step, "
-        f"{out['jax_cpu_s_per_step']:.2f} CPU-s/step, median of "
-        f"{out['rounds']} rounds; compile {jax_step.compile_s:.1f}s; XLA memory estimate "
-        + (f"{jax_step.memory_mib:.0f} MiB" if jax_step.memory_mib is not None else "n/a")
-        + (f"; device peak {peak:.0f} MiB" if peak is not None else "") + ")")
-  if use_torch:
-    torch_ips = b / median(times["torch"])
-    ratios = [t / j for j, t in zip(times["jax"], times["torch"])]
-    out.update(torch_images_per_sec=torch_ips, torch_step_ms=1e3 * median(times["torch"]),
-               torch_cpu_s_per_step=median(cpu_times["torch"]),
-               ratio=jax_ips / torch_ips, round_ratios=ratios,
-               cpu_ratio=median(cpu_times["torch"]) / median(cpu_times["jax"]))
-    print(f"  PyTorch {torch_ips:8.1f} images/s  ({out['torch_step_ms']:.0f} ms/step, "
-          f"{out['torch_cpu_s_per_step']:.2f} CPU-s/step)")
-    print(f"  JAX / PyTorch speed = {out['ratio']:.2f}x wall-clock (per-round "
-          f"{min(ratios):.2f}..{max(ratios):.2f}), {out['cpu_ratio']:.2f}x by CPU-seconds")
-  print(f"  process peak RSS {peak_rss_mib():.0f} MiB (both frameworks together)", flush=True)
+         "images_per_sec": config.batch_size / per_step, "step_ms": 1e3 * per_step,
+         "compile_s": step.compile_s, "xla_memory_mib": step.memory_mib,
+         "cpu_kernels": config.model.cpu_kernels}
+  print(f"{kind}: {config.model.variant}, batch {config.batch_size} at {config.image_size}px on "
+        f"{out['backend']}: {out['images_per_sec']:.1f} images/s ({out['step_ms']:.0f} ms/step, "
+        f"median of {rounds} rounds; compile {step.compile_s:.1f}s)", flush=True)
   return out
 
 
-def _bench(kind, jax_runner, torch_runner, config, *, steps, rounds, use_torch):
-  """Times a JAX step (and its PyTorch twin) interleaved, then prints the summary."""
-  jax_step = jax_runner(config)
-  runners = {"jax": jax_step}
-  if use_torch:
-    runners["torch"] = torch_runner(config)
-  times, cpu_times = interleaved(runners, steps=steps, rounds=rounds)
-  return _summary(kind, config, jax_step, times, cpu_times, use_torch=use_torch)
+def host_pipeline_cost(config, *, batches: int, warmup: int = 2) -> dict:
+  """Host CPU-seconds per image and images/s of config's training input pipeline.
 
-
-def bench_train(config, *, steps, rounds, use_torch):
-  return _bench("train", JaxTrainStep, TorchTrainStep, config, steps=steps, rounds=rounds,
-                use_torch=use_torch)
-
-
-def bench_eval(config, *, steps, rounds, use_torch):
-  return _bench("eval", JaxEvalStep, TorchEvalStep, config, steps=steps, rounds=rounds,
-                use_torch=use_torch)
-
-
-def _pipeline_module():
-  """benchmarks/pipeline_throughput.py (owned by the input-pipeline side), imported by path."""
-  path = REPO_ROOT / "benchmarks" / "pipeline_throughput.py"
-  spec = importlib.util.spec_from_file_location("pipeline_throughput", path)
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module
-
-
-def measure_pipeline(augmentation, *, image_size, batch_size, seconds, data_dir=None):
-  """One run of the training input pipeline; returns a dict of rates.
-
-  Uses the flowers-mini JPEGs (or `data_dir`) through `imagefolder`, so JPEG
-  decoding is included; without them, the `fake` dataset (no decode) and the
-  result says so.
+  CPU time is the whole process's (every thread), so it is what the pipeline
+  costs the host, whatever the core count.
   """
-  from alexnet_jax import config_lib  # pylint: disable=g-import-not-at-top
-  pipeline = _pipeline_module()
-  data_dir = pathlib.Path(data_dir) if data_dir else pipeline.DEFAULT_DATA
-  c = config_lib.base_config()
-  if (data_dir / "train").is_dir():
-    c.dataset, c.data_dir, source = "imagefolder", str(data_dir), str(data_dir)
-  else:
-    c.dataset, source = "fake", "fake data (no JPEG decode; pass --data_dir)"
-  c.augmentation = augmentation.strip()
-  c.image_size, c.resize_size = image_size, max(256, image_size)
-  c.batch_size = batch_size
-  images, wall, cpu = pipeline.measure(c, seconds=seconds, warmup_batches=3)
-  cores = _cores()
-  return dict(augmentation=c.augmentation, source=source, images_per_sec=images / wall,
-              per_core=images / wall / cores, per_cpu_second=images / max(cpu, 1e-9),
-              cores=cores)
+  from alexnet_jax import data  # pylint: disable=g-import-not-at-top
+  it = data.create_train_iterator(config, process_index=0, process_count=1)
+  for _ in range(warmup):
+    next(it)
+  images, wall0, cpu0 = 0, time.perf_counter(), _cpu_seconds()
+  for _ in range(batches):
+    images += next(it)["image"].shape[0]
+  wall, cpu = time.perf_counter() - wall0, _cpu_seconds() - cpu0
+  cores = data.available_cores()
+  return {"images": images, "cpu_seconds_per_image": cpu / images,
+          "images_per_cpu_second": images / cpu, "images_per_sec": images / wall,
+          "cores": cores}
 
 
-def _keeps_up_line(p, step_ips):
-  """How many cores of input work a step at `step_ips` needs, from CPU-seconds per image."""
-  needed = step_ips / p["per_cpu_second"]
-  verdict = "keeps up" if needed <= p["cores"] else "does NOT keep up"
-  return needed, (f"  {p['augmentation']:>10} on {p['source']}: {p['images_per_sec']:.0f} "
-                  f"images/s = {p['per_core']:.0f} per core; {p['per_cpu_second']:.0f} per "
-                  f"CPU-second. {step_ips:.0f} images/s need {needed:.2f} of the "
-                  f"{p['cores']} cores: {verdict}")
+def _prepared_copy(config, folder, workdir):
+  from alexnet_jax import prepare  # pylint: disable=g-import-not-at-top
+  c = config.copy_and_resolve_references()
+  c.dataset, c.data_dir = "imagefolder", str(folder)
+  prepare.prepare(c, workdir)
+  return workdir
 
 
 def bench_pipeline(args):
-  """Input images/s per core vs the train step's images/s on this machine."""
+  """JPEG pipeline vs prepared data, host cost and end-to-end training, on one folder."""
+  import jax  # pylint: disable=g-import-not-at-top
+  from alexnet_jax import data  # pylint: disable=g-import-not-at-top
+  folder = pathlib.Path(args.data_dir or SHIPPED_PHOTOS)
   config = make_config(args.variant, args.batch_size, args.image_size,
-                       cpu_kernels=args.cpu_kernels)
-  train_ips = args.batch_size / median(
-      interleaved({"jax": JaxTrainStep(config)}, steps=args.steps, rounds=args.rounds)[0]["jax"])
-  print(f"train step: {config.model.variant}, batch {config.batch_size}: "
-        f"{train_ips:.1f} images/s on {_cores()} cores")
-  results = []
-  for augmentation in args.augmentation.split(","):
-    p = measure_pipeline(augmentation, image_size=config.image_size,
-                         batch_size=args.batch_size, seconds=args.seconds,
-                         data_dir=args.data_dir)
-    p["cores_needed"], line = _keeps_up_line(p, train_ips)
-    p["keeps_up"] = p["cores_needed"] <= p["cores"]
-    results.append(p)
-    print(line + (" (on a CPU backend the step itself uses these cores too: input work "
-                  f"takes ~{100 * p['cores_needed'] / p['cores']:.0f}% of the machine)"),
-          flush=True)
-  return {"train_images_per_sec": train_ips, "pipelines": results}
+                       cpu_kernels=args.cpu_kernels, num_classes=None)
+  config.dataset, config.data_dir = "imagefolder", str(folder)
+  train_images = data.dataset_info(config).num_train_examples
+  if config.batch_size > train_images:  # The shipped test photos hold 15.
+    config.batch_size = config.eval_batch_size = train_images
+    print(f"batch size {train_images}: all the training images of {folder}")
+  with tempfile.TemporaryDirectory() as tmp:
+    prepared_dir = args.prepared_dir or _prepared_copy(config, folder, pathlib.Path(tmp) / "p")
+    rows = {}
+    for augmentation in args.augmentation.split(","):
+      config.augmentation = augmentation
+      rows[f"jpeg {augmentation}"] = host_pipeline_cost(config, batches=args.batches)
+    prepared = config.copy_and_resolve_references()
+    prepared.dataset, prepared.data_dir = "prepared", str(prepared_dir)
+    rows["prepared"] = host_pipeline_cost(prepared, batches=args.batches * 4)
+    print(f"host input cost, {folder} at {config.image_size}px, batch {config.batch_size}, "
+          f"{rows['prepared']['cores']} cores, load {os.getloadavg()[0]:.1f}:")
+    for name, r in rows.items():
+      print(f"  {name:<16} {1e6 * r['cpu_seconds_per_image']:8.0f} us CPU/image = "
+            f"{r['images_per_cpu_second']:7.0f} images per CPU-second (per core)")
+    base = min(r["cpu_seconds_per_image"] for n, r in rows.items() if n.startswith("jpeg"))
+    ratio = base / rows["prepared"]["cpu_seconds_per_image"]
+    print(f"  prepared data costs the host {ratio:.1f}x fewer CPU-seconds per image than the "
+          "cheapest JPEG pipeline")
+    end_to_end = {}
+    if args.train_steps:
+      fake = config.copy_and_resolve_references()
+      fake.dataset, fake.num_classes = "fake", 5
+      prepared.num_classes = 5
+      end_to_end = _end_to_end(fake, prepared, steps=args.train_steps, rounds=args.rounds)
+  return {"folder": str(folder), "hosts": rows, "cpu_ratio": ratio,
+          "device": jax.devices()[0].device_kind, "end_to_end": end_to_end}
+
+
+def _end_to_end(fake, prepared, *, steps, rounds):
+  """Train-step images/s fed from fake data on the device vs from prepared data."""
+  from alexnet_jax import data, parallel  # pylint: disable=g-import-not-at-top
+  info = data.dataset_info(prepared)
+  runs = {"fake": TrainStep(fake), "prepared": TrainStep(prepared, stored_size=info.stored_size)}
+  feeds = {"fake": _fake_batches(fake, runs["fake"].mesh),
+           "prepared": parallel.prefetch_to_mesh(
+               data.create_train_iterator(prepared, process_index=0, process_count=1),
+               runs["prepared"].mesh)}
+  times = {name: [] for name in runs}
+  for name in runs:
+    runs[name].run(feeds[name], 2)  # warm-up
+  for _ in range(rounds):  # Interleaved, so both see the same machine load.
+    for name in runs:
+      times[name].append(runs[name].run(feeds[name], steps))
+  ips = {name: fake.batch_size / statistics.median(t) for name, t in times.items()}
+  out = {f"{name}_images_per_sec": v for name, v in ips.items()}
+  out["prepared_vs_fake"] = ips["prepared"] / ips["fake"]
+  print(f"end to end, {fake.model.variant} at {fake.image_size}px, batch {fake.batch_size}: "
+        f"fake data {ips['fake']:.1f} images/s, prepared data {ips['prepared']:.1f} images/s "
+        f"({100 * out['prepared_vs_fake']:.1f}% of fake; median of {rounds} rounds)", flush=True)
+  return out
 
 
 def bench_gpu(args):
@@ -496,27 +305,25 @@ def bench_gpu(args):
   peak, matched = peak_bf16_flops(kind)
   if args.peak_tflops:
     peak, matched = args.peak_tflops * 1e12, "--peak_tflops"
-  variants = args.variants.split(",")
-  batches = [int(b) for b in args.batch_sizes.split(",")]
   size = args.image_size
   print(f"device: {kind} ({jax.default_backend()}); dense bf16 peak: "
         + (f"{peak / 1e12:.0f} TFLOP/s ({matched})" if peak else "unknown (pass --peak_tflops)"))
   start, rows = time.perf_counter(), []
-  header = (f"{'variant':<12} {'batch':>6} {'images/s':>10} {'ms/step':>8} {'TFLOP/s':>8} "
-            f"{'MFU':>6} {'compile s':>9} {'XLA MiB':>8}")
-  print(header)
-  for variant in variants:
+  print(f"{'variant':<12} {'batch':>6} {'images/s':>10} {'ms/step':>8} {'TFLOP/s':>8} "
+        f"{'MFU':>6} {'compile s':>9} {'XLA MiB':>8}")
+  for variant in args.variants.split(","):
     flops_per_image = 3 * 2 * models.forward_macs(variant, image_size=size)
     state = None  # one initialisation per variant, reused across batch sizes
-    for b in batches:
+    for b in [int(b) for b in args.batch_sizes.split(",")]:
       if time.perf_counter() - start > args.budget_s:
         print(f"{variant:<12} {b:>6}  skipped: time budget {args.budget_s:.0f}s spent")
         continue
       config = make_config(variant, b, size, half_precision=not args.fp32)
       try:
-        step = JaxTrainStep(config, device, state=state)
-        step.run(args.warmup_steps)
-        per_step = median([step.run(args.steps)[0] for _ in range(args.rounds)])
+        step = TrainStep(config, device, state=state)
+        batches = _fake_batches(config, step.mesh)
+        step.run(batches, args.warmup_steps)
+        per_step = statistics.median(step.run(batches, args.steps) for _ in range(args.rounds))
       except Exception as e:  # pylint: disable=broad-except  (e.g. out of memory)
         print(f"{variant:<12} {b:>6}  failed: {type(e).__name__}: {str(e)[:200]}")
         state = None  # it may have been donated to the failed step
@@ -524,31 +331,53 @@ def bench_gpu(args):
       ips = b / per_step
       achieved = ips * flops_per_image
       mfu = achieved / peak if peak else None
-      mem = step.memory_mib
-      rows.append(dict(variant=variant, batch_size=b, images_per_sec=ips,
-                       step_ms=1e3 * per_step, tflops=achieved / 1e12, mfu=mfu,
-                       compile_s=step.compile_s, xla_memory_mib=mem))
+      rows.append(dict(variant=variant, batch_size=b, images_per_sec=ips, step_ms=1e3 * per_step,
+                       tflops=achieved / 1e12, mfu=mfu, compile_s=step.compile_s,
+                       xla_memory_mib=step.memory_mib))
       print(f"{variant:<12} {b:>6} {ips:>10.0f} {1e3 * per_step:>8.1f} {achieved / 1e12:>8.1f} "
             + (f"{100 * mfu:>5.1f}%" if mfu is not None else f"{'n/a':>6}")
-            + f" {step.compile_s:>9.1f} " + (f"{mem:>8.0f}" if mem else f"{'n/a':>8}"),
-            flush=True)
+            + f" {step.compile_s:>9.1f} "
+            + (f"{step.memory_mib:>8.0f}" if step.memory_mib else f"{'n/a':>8}"), flush=True)
       state = step.state
       del step
-  if args.pipeline_seconds > 0 and rows:
+  result = {"device": kind, "peak_flops": peak, "rows": rows}
+  if args.pipeline_batches and rows:
     best = max(r["images_per_sec"] for r in rows)
-    print(f"input pipeline on this host vs the best step ({best:.0f} images/s):")
-    for augmentation in ("inception", "paper"):
-      p = measure_pipeline(augmentation, image_size=size, batch_size=256,
-                           seconds=args.pipeline_seconds)
-      needed, line = _keeps_up_line(p, best)
-      print(line, flush=True)
+    result["pipeline"] = _supply_vs_demand(args, best)
   peak_mib = _device_peak_mib(device)
   if peak_mib is not None:
     print(f"device memory peak over the whole run: {peak_mib:.0f} MiB")
-  print(f"total {time.perf_counter() - start:.0f}s; MFU = images/s x {3 * 2} x forward MACs "
+  print(f"total {time.perf_counter() - start:.0f}s; MFU = images/s x 6 x forward MACs "
         f"(models.forward_macs, {size}px) / peak; {'fp32' if args.fp32 else 'bf16'} compute, "
-        "fp32 params; batch resident on the device (input pipeline not included).")
-  return {"device": kind, "peak_flops": peak, "rows": rows}
+        "fp32 params; batch resident on the device.")
+  return result
+
+
+def _supply_vs_demand(args, best_ips):
+  """Host input supply (per core, x this host's cores) against the fastest step."""
+  from alexnet_jax import data  # pylint: disable=g-import-not-at-top
+  cores = data.available_cores()
+  config = make_config(args.variants.split(",")[0], 256, args.image_size, num_classes=None)
+  supply = {}
+  if args.data_dir:
+    from alexnet_jax.data import prepared  # pylint: disable=g-import-not-at-top
+    manifest = prepared.read_manifest(args.data_dir)
+    config.dataset, config.data_dir = "prepared", args.data_dir
+    config.resize_size, config.eval_resize = manifest["image_size"], manifest["eval_resize"]
+    config.image_size = min(config.image_size, config.resize_size)
+  else:
+    config.dataset, config.data_dir = "imagefolder", str(SHIPPED_PHOTOS)
+    config.batch_size = 8
+  cost = host_pipeline_cost(config, batches=args.pipeline_batches)
+  supply = {"source": config.dataset, "images_per_cpu_second": cost["images_per_cpu_second"],
+            "cores": cores, "host_supply_images_per_sec": cost["images_per_cpu_second"] * cores,
+            "step_images_per_sec": best_ips}
+  supply["keeps_up"] = supply["host_supply_images_per_sec"] >= best_ips
+  print(f"input: {config.dataset} costs {1e6 / cost['images_per_cpu_second']:.0f} us of host CPU "
+        f"per image: {cores} cores supply {supply['host_supply_images_per_sec']:.0f} images/s "
+        f"against the step's {best_ips:.0f}: "
+        + ("keeps up" if supply["keeps_up"] else "does NOT keep up"), flush=True)
+  return supply
 
 
 # --------------------------------------------------------------------------
@@ -562,27 +391,27 @@ def _parser():
   p.add_argument("--json", default=None, help="also write the results to this JSON file")
   sub = p.add_subparsers(dest="command", required=True)
 
-  def common(q, batch=64, rounds=5, steps=2):
+  def common(q, batch=64):
     q.add_argument("--variant", default="seed", help="paper | torchvision | seed | small")
     q.add_argument("--batch_size", type=int, default=batch)
     q.add_argument("--image_size", type=int, default=None, help="default: the variant's")
-    q.add_argument("--steps", type=int, default=steps, help="steps per timed round")
-    q.add_argument("--rounds", type=int, default=rounds, help="timed rounds (median)")
     q.add_argument("--cpu_kernels", default="auto", help="model.cpu_kernels: auto | on | off")
-    q.add_argument("--cpus", type=int, default=None,
-                   help="pin the process to this many cores first (1: a load-robust "
-                        "single-core comparison)")
 
   for name in ("train", "eval"):
-    q = sub.add_parser(name, help=f"{name} step images/s (and PyTorch's)")
+    q = sub.add_parser(name, help=f"{name} step images/s")
     common(q)
-    q.add_argument("--no_torch", action="store_true", help="skip the PyTorch comparison")
-    q.add_argument("--half_precision", action="store_true", help="bf16 compute")
-  q = sub.add_parser("pipeline", help="input pipeline vs train step")
-  common(q, rounds=3, steps=1)
+    q.add_argument("--steps", type=int, default=2, help="steps per timed round")
+    q.add_argument("--rounds", type=int, default=5, help="timed rounds (median)")
+  q = sub.add_parser("pipeline", help="JPEG vs prepared input: host cost and end to end")
+  common(q)
+  q.add_argument("--data_dir", default=None, help="image folder (default: the test photos)")
+  q.add_argument("--prepared_dir", default=None,
+                 help="its prepared copy (default: prepared into a temporary directory)")
   q.add_argument("--augmentation", default="paper,inception")
-  q.add_argument("--data_dir", default=None, help="image folder (default: flowers-mini)")
-  q.add_argument("--seconds", type=float, default=10.0, help="pipeline seconds per run")
+  q.add_argument("--batches", type=int, default=20, help="JPEG batches timed per pipeline")
+  q.add_argument("--train_steps", type=int, default=4,
+                 help="steps per round of the end-to-end comparison (0: skip it)")
+  q.add_argument("--rounds", type=int, default=3)
   q = sub.add_parser("gpu", help="bf16 images/s and MFU, paper/torchvision, batch 128..1024")
   q.add_argument("--variants", default="paper,torchvision")
   q.add_argument("--batch_sizes", default="128,256,512,1024")
@@ -594,12 +423,12 @@ def _parser():
                  help="stop starting new configurations after this many seconds")
   q.add_argument("--peak_tflops", type=float, default=None, help="override the peak")
   q.add_argument("--fp32", action="store_true", help="fp32 instead of bf16 compute")
-  q.add_argument("--pipeline_seconds", type=float, default=8.0,
-                 help="also time the input pipeline on this host for this long per "
-                      "augmentation and say whether it keeps up (0: skip)")
+  q.add_argument("--data_dir", default=None,
+                 help="a prepared dataset: measure its host cost against the best step")
+  q.add_argument("--pipeline_batches", type=int, default=20,
+                 help="input batches timed after the table (0: skip)")
   q.add_argument("--smoke", action="store_true",
-                 help="tiny run (batch 2,4 at 96px unless given, 1 step) to check the "
-                      "script on any backend")
+                 help="tiny run (batch 2,4 at 96px unless given, 1 step) to check the script")
   return p
 
 
@@ -613,14 +442,6 @@ def main(argv=None):
 
 
 def _run(args):
-  sys.path.insert(0, str(REPO_ROOT))  # configs/
-  if getattr(args, "cpus", None):
-    if not hasattr(os, "sched_setaffinity"):
-      raise SystemExit("--cpus needs os.sched_setaffinity (Linux).")
-    available = sorted(os.sched_getaffinity(0))
-    if not 1 <= args.cpus <= len(available):
-      raise SystemExit(f"--cpus={args.cpus}: choose 1..{len(available)}.")
-    os.sched_setaffinity(0, available[:args.cpus])  # before JAX/torch size their pools
   if args.command == "gpu":
     if args.smoke:
       defaults = _parser().parse_args(["gpu"])
@@ -629,20 +450,13 @@ def _run(args):
       if args.image_size == defaults.image_size:
         args.image_size = 96
       args.steps, args.rounds, args.warmup_steps = 1, 1, 1
-      args.pipeline_seconds = min(args.pipeline_seconds, 2.0)
+      args.pipeline_batches = min(args.pipeline_batches, 2)
     return bench_gpu(args)
   if args.command == "pipeline":
     return bench_pipeline(args)
-  use_torch = not args.no_torch and torch_available()
-  if not args.no_torch and not use_torch:
-    print("torch is not installed: JAX figures only.")
-  if use_torch:
-    import torch  # pylint: disable=g-import-not-at-top
-    torch.set_num_threads(_cores())
   config = make_config(args.variant, args.batch_size, args.image_size,
-                       half_precision=args.half_precision, cpu_kernels=args.cpu_kernels)
-  fn = bench_train if args.command == "train" else bench_eval
-  return fn(config, steps=args.steps, rounds=args.rounds, use_torch=use_torch)
+                       cpu_kernels=args.cpu_kernels)
+  return bench_step(args.command, config, steps=args.steps, rounds=args.rounds)
 
 
 if __name__ == "__main__":
