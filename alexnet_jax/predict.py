@@ -66,8 +66,8 @@ def main(argv):
   from alexnet_jax import runtime  # pylint: disable=g-import-not-at-top
   runtime.hide_accelerators_from_tensorflow()
   runtime.quiet_library_logs()
-  if not FLAGS["verbosity"].present:  # Keep stdout/stderr to the answer (and errors).
-    absl_logging.set_verbosity(absl_logging.ERROR)
+  if not FLAGS["verbosity"].present:  # stdout: the answer; stderr: warnings and errors.
+    absl_logging.set_verbosity(absl_logging.WARNING)
   try:
     predictor = inference.load(FLAGS.workdir, FLAGS.step)
   except checkpoint.CheckpointError as e:

@@ -225,7 +225,7 @@ def run_local(sweep, points, workdir, extra, *, parallel: int = 1, out=None) -> 
   for point in points:
     point_dir = workdir_lib.path(workdir) / point.name
     state = sweep_lib.read_point_state(point_dir)
-    if sweep_lib.run_finished(point_dir) and state.get("command", [None])[1:] == sweep.command(
+    if sweep_lib.run_finished(point_dir) and state.get("command") == sweep.command(
         point, workdir, extra)[1:]:
       say(f"{point.name}: finished already, skipping.")
       skipped.append(point.name)

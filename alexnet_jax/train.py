@@ -133,6 +133,8 @@ class _Run:
       state = steps.create_train_state(self.model, self.tx, self.config, self.mesh)
       logging.info("Initialised %s (%s parameters).", self.config.model.variant,
                    f"{sum(x.size for x in jax.tree.leaves(state.params)):,}")
+      if jax.process_index() == 0:  # A run killed before its first checkpoint starts over.
+        workdir_lib.repair_metrics(self.workdir, 0)
       return state
     params, opt_state, meta = restored
     replicated = parallel.replicated(self.mesh)

@@ -421,16 +421,6 @@ def test_unprepared_tfds_datasets_say_what_to_do(tmp_path):
     data.dataset_info(c)
 
 
-def test_benchmark_script_runs(flowers):
-  import importlib.util  # The script is not a package module.
-  path = pathlib.Path(__file__).resolve().parents[1] / "benchmarks" / "pipeline_throughput.py"
-  spec = importlib.util.spec_from_file_location("pipeline_throughput", path)
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  module.main([f"--data_dir={flowers}", "--augmentation=inception", "--image_size=32",
-               "--resize_size=36", "--batch_size=8", "--seconds=0.2", "--warmup_batches=1"])
-
-
 def test_global_batches_do_not_depend_on_the_process_count(flowers, tfds_data_dir):
   """Every source: process p's batch is the p-th slice of the one global batch,
   so 1 and 2 processes train on exactly the same examples."""

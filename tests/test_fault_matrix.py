@@ -81,7 +81,7 @@ def convert_into_training_workdir(run_copy, tmp_path):
   proc = _cli("alexnet_jax.convert", "--variant=torchvision", f"--torch_checkpoint={weights}",
               f"--workdir={run_copy}", "--num_classes=10")
   assert proc.returncode != 0
-  assert "holds a training run" in proc.stderr, proc.stderr[-2000:]
+  assert "already holds a run" in proc.stderr, proc.stderr[-2000:]
   assert _steps(run_copy) == TRAINED_STEPS  # retention deleted nothing
   assert (run_copy / "config.json").read_bytes() == config_before
 

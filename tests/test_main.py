@@ -11,6 +11,7 @@ import sys
 
 import jax
 import numpy as np
+import pytest
 
 from alexnet_jax import metrics as metrics_lib
 from tests.conftest import REPO_ROOT
@@ -109,26 +110,26 @@ def test_misspelled_config_key_is_rejected(tmp_path):
 
 
 def test_main_entry_point_on_mock_imagenet(tmp_path, monkeypatch):
-  """main.main with --config=configs/default.py on TFDS's mock imagenet2012: the real
-  recipe's code path (paper augmentation, 10-crop eval, plateau schedule), tiny sizes."""
+  """main.py's entry point (`cli.train`) with --config=configs/default.py on TFDS's mock
+  imagenet2012: the real recipe's code path (paper augmentation, 10-crop eval, plateau
+  schedule), tiny sizes, in this process."""
   import tensorflow_datasets as tfds
   from absl import flags
-  import main as main_module
+  from alexnet_jax import cli
 
   workdir = tmp_path / "imagenet"
   argv = ["main.py", "--config=configs/default.py", f"--workdir={workdir}",
           "--config.model.variant=small", "--config.image_size=32", "--config.resize_size=36",
           "--config.batch_size=8", "--config.eval_batch_size=8", "--config.num_train_steps=2",
           "--config.log_every_steps=1", "--config.shuffle_buffer_size=16"]
-  monkeypatch.setattr(sys, "argv", argv)
+  monkeypatch.setattr(sys, "argv", argv)  # config_flags reads overrides from sys.argv
   monkeypatch.chdir(REPO_ROOT)
-  flags.FLAGS.unparse_flags()
-  flags.FLAGS(argv)
   try:
-    with tfds.testing.mock_data(num_examples=20):
-      main_module.main(["main.py"])
+    with tfds.testing.mock_data(num_examples=20), pytest.raises(SystemExit) as exit_info:
+      cli.train(argv)
   finally:
     flags.FLAGS.unparse_flags()
+  assert exit_info.value.code in (None, 0)
   records = metrics_lib.read_metrics(str(workdir))
   names = set().union(*records)
   assert REQUIRED_METRICS <= names, REQUIRED_METRICS - names
