@@ -137,9 +137,12 @@ def to_tensor_normalize(img):
   return t.sub_(0.5).div_(0.5)
 
 
+CROP_SCALE = [0.08, 1.0]  # RandomResizedCrop's area range; --crop_scale_min changes it.
+
+
 def train_transform(img, size=224):
   width, height = img.size
-  i, j, h, w = rrc_get_params(width, height)
+  i, j, h, w = rrc_get_params(width, height, scale=tuple(CROP_SCALE))
   img = img.crop((j, i, j + w, i + h)).resize((size, size), Image.BILINEAR)
   if torch.rand(1) < 0.5:  # RandomHorizontalFlip(0.5)
     img = img.transpose(Image.FLIP_LEFT_RIGHT)
@@ -212,6 +215,21 @@ def evaluate(model, loader):
   return correct / total
 
 
+def lr_factor(schedule, steps_per_epoch, epochs, warmup_epochs):
+  """step -> multiple of --lr, as alexnet_jax's optim.create_learning_rate_fn: a linear
+  warm-up from 0, then constant or cosine decay to 0 over the remaining steps."""
+  warmup = int(round(warmup_epochs * steps_per_epoch))
+  remaining = max(1, steps_per_epoch * epochs - warmup)
+
+  def factor(step):
+    if step < warmup:
+      return step / warmup
+    if schedule == "constant":
+      return 1.0
+    return 0.5 * (1 + math.cos(math.pi * min(step - warmup, remaining) / remaining))
+  return factor
+
+
 def run_seed(args, seed):
   t_total = time.perf_counter()
   random.seed(seed)
@@ -219,8 +237,9 @@ def run_seed(args, seed):
   torch.manual_seed(seed)
   classes, _ = make_samples(os.path.join(args.data_dir, "train"))
   model = seed_model(len(classes))
-  opt = torch.optim.Adam(model.parameters(), lr=args.lr)
-  loss_fn = nn.CrossEntropyLoss()
+  optimizer = torch.optim.AdamW if args.optimizer == "adamw" else torch.optim.Adam
+  opt = optimizer(model.parameters(), lr=args.lr, weight_decay=args.weight_decay)
+  loss_fn = nn.CrossEntropyLoss(label_smoothing=args.label_smoothing)
 
   t_wall = time.perf_counter()  # timed region: data + train loop + eval
   cpu0 = os.times()
@@ -236,6 +255,8 @@ def run_seed(args, seed):
   val_loader = DataLoader(val_ds, batch_size=args.batch_size, shuffle=False,
                           num_workers=args.workers)
 
+  schedule = torch.optim.lr_scheduler.LambdaLR(
+      opt, lr_factor(args.schedule, len(train_loader), args.epochs, args.warmup_epochs))
   history = []
   train_s = eval_s = 0.0
   best = -1.0
@@ -249,6 +270,7 @@ def run_seed(args, seed):
       opt.zero_grad(set_to_none=True)
       loss.backward()
       opt.step()
+      schedule.step()
       loss_sum += loss.item() * y.numel()
       n_seen += y.numel()
     t1 = time.perf_counter()
@@ -302,6 +324,14 @@ def main():
                  help="decode JPEGs every use (none) or once up front")
   p.add_argument("--batch_size", type=int, default=32)
   p.add_argument("--lr", type=float, default=2e-4)
+  # Beyond the seed's recipe (defaults are the seed's): what configs/flowers.py changes.
+  p.add_argument("--optimizer", choices=("adam", "adamw"), default="adam")
+  p.add_argument("--weight_decay", type=float, default=0.0,
+                 help="adam: L2 added to the gradient; adamw: decoupled, times the lr")
+  p.add_argument("--schedule", choices=("constant", "cosine"), default="constant")
+  p.add_argument("--warmup_epochs", type=float, default=0.0)
+  p.add_argument("--label_smoothing", type=float, default=0.0)
+  p.add_argument("--crop_scale_min", type=float, default=0.08)
   p.add_argument("--ckpt_dir", default="",
                  help="if set, save best-val state_dict per seed here")
   p.add_argument("--json", default="", help="write results JSON here")
@@ -309,6 +339,7 @@ def main():
   args = p.parse_args()
 
   torch.set_num_threads(args.threads)
+  CROP_SCALE[0] = args.crop_scale_min
   n_params = check_model()
   try:
     load = os.getloadavg()

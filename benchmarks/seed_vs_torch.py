@@ -4,7 +4,8 @@
       [--config=flowers] [--seeds=0,1,2] [--json=FILE]
 
 For every seed it trains `python main.py --config=CONFIG` on the folder and
-`benchmarks/seed_recipe_torch.py` (the seed project's recipe in PyTorch),
+`benchmarks/seed_recipe_torch.py` (the seed project's code in PyTorch, given
+CONFIG's recipe: optimiser, schedule, label smoothing, crop scale, epochs),
 alternating which goes first so both see the same drift in machine load, and
 reports each one's best and final validation top-1 and the wall time of the
 whole process (start-up, data, compilation or not, training, per-epoch eval).
@@ -44,11 +45,38 @@ def run_jax(config, data_dir, seed, workdir, cache_dir, extra=()):
   return {"best": max(evals), "final": evals[-1], "wall_s": wall, "evals": len(evals)}
 
 
-def run_torch(data_dir, seed, out, threads, setting):
+def torch_recipe_flags(config_name):
+  """The flags that make benchmarks/seed_recipe_torch.py train CONFIG's recipe.
+
+  Fails when the config changes something the PyTorch script does not implement,
+  so the comparison is always recipe for recipe.
+  """
+  from alexnet_jax import config_lib  # pylint: disable=g-import-not-at-top
+  c = config_lib.load(config_name)
+  fixed = {"model.variant": (c.model.variant, "seed"), "augmentation": (c.augmentation, "inception"),
+           "image_size": (c.image_size, 224), "eval_resize": (c.eval_resize, "stretch"),
+           "eval_crops": (c.eval_crops, 1), "pca_lighting": (c.pca_lighting, 0.0),
+           "mean_rgb": (tuple(c.mean_rgb), (0.5,) * 3), "std_rgb": (tuple(c.std_rgb), (0.5,) * 3),
+           "optimizer in adam/adamw": (c.optimizer in ("adam", "adamw"), True),
+           "lr_schedule in constant/cosine": (c.lr_schedule in ("constant", "cosine"), True),
+           "inception_area_range[1]": (c.inception_area_range[1], 1.0)}
+  differ = [f"{k}={v!r} (the script has {want!r})" for k, (v, want) in fixed.items() if v != want]
+  if differ:
+    raise SystemExit(f"benchmarks/seed_recipe_torch.py cannot train {config_name}: "
+                     + "; ".join(differ))
+  return ["--epochs", str(int(c.num_epochs)), "--batch_size", str(c.batch_size),
+          "--lr", str(c.learning_rate), "--optimizer", c.optimizer,
+          "--weight_decay", str(c.weight_decay), "--schedule", c.lr_schedule,
+          "--warmup_epochs", str(c.warmup_epochs), "--label_smoothing", str(c.label_smoothing),
+          "--crop_scale_min", str(c.inception_area_range[0])]
+
+
+def run_torch(data_dir, seed, out, threads, setting, recipe):
   """setting: WORKERS-CACHE, e.g. w0-decoded (fastest here) or w2-none (ImageFolder and
   two DataLoader workers, which reproduces the seed project's published numbers)."""
   workers, cache = setting.split("-")
-  wall, _ = _run([sys.executable, "benchmarks/seed_recipe_torch.py", f"--data_dir={data_dir}",
+  wall, _ = _run([sys.executable, "benchmarks/seed_recipe_torch.py", *recipe,
+                  f"--data_dir={data_dir}",
                   "--seeds", str(seed), "--threads", str(threads), "--workers", workers[1:],
                   "--cache", cache, "--json", str(out)])
   (r,) = json.loads(pathlib.Path(out).read_text())["per_seed"]
@@ -69,6 +97,8 @@ def main(argv=None):
   parser.add_argument("--jax_only", action="store_true")
   args, extra = parser.parse_known_args(argv)
   data_dir = str(pathlib.Path(args.data_dir).resolve())
+  recipe = torch_recipe_flags(args.config)
+  print("PyTorch recipe flags:", " ".join(recipe), flush=True)
   rows = []
   with tempfile.TemporaryDirectory() as tmp:
     cache = os.path.join(tmp, "xla_cache")
@@ -84,12 +114,12 @@ def main(argv=None):
                               cache, extra)
         else:
           row[name] = run_torch(data_dir, seed, os.path.join(tmp, f"torch{seed}.json"),
-                                args.torch_threads, name.split()[1])
+                                args.torch_threads, name.split()[1], recipe)
       rows.append(row)
       print(f"seed {seed} (load {load:.1f}): "
             + "; ".join(f"{n} best {row[n]['best']:.3f} final {row[n]['final']:.3f} in "
                         f"{row[n]['wall_s']:.0f} s" for n in names), flush=True)
-  summary = {"config": args.config, "data_dir": data_dir, "rows": rows,
+  summary = {"config": args.config, "torch_recipe_flags": recipe, "data_dir": data_dir, "rows": rows,
              "machine": f"{os.cpu_count()} cores", "extra_flags": extra}
   for name in [n for n in rows[0] if n not in ("seed", "load_before")]:
     summary[f"{name} min best"] = min(r[name]["best"] for r in rows)

@@ -67,3 +67,23 @@ def test_pipeline_compares_jpeg_and_prepared_input(flowers):
 def test_step_cli_runs():
   out = benchmark.main(["eval", "--variant=small", "--batch_size=8", "--steps=1", "--rounds=1"])
   assert out["images_per_sec"] > 0 and out["compile_s"] > 0
+
+
+@pytest.mark.parametrize("config_name", ["seed", "flowers"])
+def test_torch_reference_schedule_is_the_configs(config_name):
+  """benchmarks/seed_recipe_torch.py, given seed_vs_torch's flags for a config, steps
+  its learning rate exactly as the config's optax schedule does."""
+  pytest.importorskip("torch")
+  from alexnet_jax import config_lib, optim  # pylint: disable=g-import-not-at-top
+  from benchmarks import seed_recipe_torch, seed_vs_torch  # pylint: disable=g-import-not-at-top
+  flags = seed_vs_torch.torch_recipe_flags(config_name)
+  given = dict(zip(flags[::2], flags[1::2]))
+  config = config_lib.load(config_name)
+  steps_per_epoch = 5  # flowers-mini: 160 photos, batch 32
+  factor = seed_recipe_torch.lr_factor(given["--schedule"], steps_per_epoch,
+                                       int(given["--epochs"]), float(given["--warmup_epochs"]))
+  schedule = optim.create_learning_rate_fn(config, steps_per_epoch)
+  total = steps_per_epoch * int(given["--epochs"])
+  ours = np.array([float(schedule(s)) for s in range(total)])
+  theirs = np.array([float(given["--lr"]) * factor(s) for s in range(total)])
+  np.testing.assert_allclose(ours, theirs, rtol=1e-5, atol=1e-10)
