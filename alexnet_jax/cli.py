@@ -56,15 +56,6 @@ def _split(argv):
   return spec, where, overrides
 
 
-def _has_key(config, dotted: str) -> bool:
-  node = config
-  for part in dotted.split("."):
-    if not hasattr(node, "keys") or part not in node:
-      return False
-    node = node[part]
-  return True
-
-
 def check_config_args(argv: list[str]) -> list[str]:
   """Validates --config and its overrides without JAX; returns argv with the config resolved.
 
@@ -89,7 +80,7 @@ def check_config_args(argv: list[str]) -> list[str]:
     raise UsageError(f"Config {spec!r} failed to load: {type(e).__name__}: {e} "
                      f"({frame.filename}:{frame.lineno}).") from None
   for _, key, _ in overrides:
-    if not _has_key(config, key):
+    if not config_lib.has_key(config, key):
       close = config_lib.closest_key(key)
       raise UsageError(f"Unknown config key --config.{key}"
                        + (f"; did you mean --config.{close}?" if close else

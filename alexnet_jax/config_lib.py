@@ -342,6 +342,16 @@ def validate(config, *, num_devices: int | None = None) -> None:
               f"e.g. {max(1, config[key] // num_devices) * num_devices}")
 
 
+def has_key(config, dotted: str) -> bool:
+  """Whether `config` has the (possibly nested, dot-separated) key `dotted`."""
+  node = config
+  for part in dotted.split("."):
+    if not hasattr(node, "keys") or part not in node:
+      return False
+    node = node[part]
+  return True
+
+
 def closest_key(key: str) -> str | None:
   """The config key most like a misspelled one (for 'did you mean')."""
   match = difflib.get_close_matches(key, list(FIELDS), n=1, cutoff=0.6)

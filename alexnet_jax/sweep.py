@@ -191,15 +191,6 @@ def _call_with_arg(fn, arg):
   return fn()
 
 
-def _has_key(config, dotted: str) -> bool:
-  node = config
-  for part in dotted.split("."):
-    if not hasattr(node, "keys") or part not in node:
-      return False
-    node = node[part]
-  return True
-
-
 def load(spec: str) -> Sweep:
   """`NAME_OR_PATH[:ARG]` -> a Sweep, checking keys and names before anything runs.
 
@@ -222,7 +213,7 @@ def load(spec: str) -> Sweep:
   for overrides in grid:
     overrides = dict(overrides)
     for key in overrides:
-      if not _has_key(config, key):
+      if not config_lib.has_key(config, key):
         close = config_lib.closest_key(key)
         raise ValueError(f"Sweep {path}: override key {key!r} is not a config key"
                          + (f" (did you mean {close!r}?)" if close else "") + ".")

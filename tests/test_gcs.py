@@ -18,7 +18,7 @@ import pytest
 
 from tests import gcs_emulator
 from tests.conftest import REPO_ROOT
-from tests.helpers import assert_bitwise_equal
+from tests.helpers import assert_bitwise_equal, write_sweep
 
 pytestmark = pytest.mark.slow
 
@@ -102,14 +102,8 @@ def test_predict_from_the_bucket_in_a_fresh_process(gcs, tmp_path, flowers):
 
 def test_sweep_and_report_on_gcs(gcs, tmp_path):
   sweep_file = tmp_path / "two.py"
-  sweep_file.write_text(
-      "from alexnet_jax import config_lib, sweep\n"
-      "def get_config(arg=None):\n"
-      "  c = config_lib.load('default:tiny')\n"
-      "  c.num_train_steps = 2\n"
-      "  return c\n"
-      "def get_sweep(arg=None):\n"
-      "  return sweep.axis('model.activation', ['relu', 'tanh'])\n")
+  write_sweep(sweep_file, "sweep.axis('model.activation', ['relu', 'tanh'])",
+              num_train_steps=2)
   workdir = f"gs://{gcs.bucket}/sweep"
   proc = _run(["-m", "alexnet_jax.sweep", f"--sweep={sweep_file}", f"--workdir={workdir}"],
               tmp_path)

@@ -19,6 +19,7 @@ import sysconfig
 import pytest
 
 from tests.conftest import REPO_ROOT
+from tests.helpers import write_sweep
 
 pytestmark = pytest.mark.slow
 
@@ -91,14 +92,7 @@ def test_train_predict_sweep_and_notebook_from_another_directory(venv, flowers):
   assert proc.returncode == 0, proc.stderr[-3000:]
   assert proc.stdout.splitlines()[0] == image and len(proc.stdout.splitlines()) == 3
 
-  (work / "two.py").write_text(
-      "from alexnet_jax import config_lib, sweep\n"
-      "def get_config(arg=None):\n"
-      "  c = config_lib.load('default:tiny')\n"
-      "  c.num_train_steps = 2\n"
-      "  return c\n"
-      "def get_sweep(arg=None):\n"
-      "  return sweep.axis('seed', [0, 1])\n")
+  write_sweep(work / "two.py", "sweep.axis('seed', [0, 1])", num_train_steps=2)
   proc = _run(venv, "alexnet-sweep", "--sweep=two.py", "--workdir=sweep")
   assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
   report = (work / "sweep" / "report.md").read_text()
