@@ -26,7 +26,7 @@ from on the points' PYTHONPATH), and training's own resume makes every rerun
 safe.
 
     python -m alexnet_jax.sweep --sweep=SWEEP[:ARG] --workdir=DIR
-        [--launcher=local|slurm] [--parallel=N] [--only=NAME ...]
+        [--launcher=local|slurm] [--parallel=N [--pin_cpu_cores]] [--only=NAME ...]
         [--slurm.partition=P --slurm.gpus_per_task=G ...] [--print_commands]
         [--config.KEY=VALUE ...]
     python -m alexnet_jax.sweep report --workdir=DIR [--target_train_top1=0.75]
@@ -299,8 +299,12 @@ def _parser():
                  help="Run only the point with this name (repeatable).")
   p.add_argument("--launcher", default="local", choices=("local", "slurm"))
   p.add_argument("--parallel", type=int, default=1,
-                 help="local: points at once, each on its own devices (GPUs, TPU chips or "
-                      "CPU cores split evenly)")
+                 help="local: points at once, each on its own GPUs or TPU chips (split "
+                      "evenly); on a CPU the points share the cores")
+  p.add_argument("--pin_cpu_cores", action="store_true",
+                 help="with --parallel on a CPU: give each point its own share of the cores "
+                      "(less contention, but XLA then sums in another order, so results "
+                      "differ from a sequential run's in the last bits)")
   p.add_argument("--print_commands", action="store_true",
                  help="Print one training command per point instead of running them.")
   p.add_argument("--no_report", action="store_true", help="Do not write the report.")
@@ -349,7 +353,8 @@ def main(argv: Sequence[str] | None = None) -> int:
   write_sweep_file(args.workdir, sweep, args.sweep, extra)
   if args.launcher == "slurm":
     return sweep_launch.submit_slurm(sweep, points, args.workdir, slurm)
-  code = sweep_launch.run_local(sweep, points, args.workdir, extra, parallel=args.parallel)
+  code = sweep_launch.run_local(sweep, points, args.workdir, extra, parallel=args.parallel,
+                                     pin_cpu_cores=args.pin_cpu_cores)
   if not args.no_report and code < 128:
     try:
       print(f"[sweep] report: {sweep_report.write_report(args.workdir, target_train_top1=args.target_train_top1)}")

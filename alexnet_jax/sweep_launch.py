@@ -4,8 +4,11 @@ Every launcher runs the same unit, `run_one`: the point's training command,
 with its state (`sweep_point.json`: status, command, attempts, wall time)
 written before and after, and its output appended to the point's
 `sweep.log`. Local runs with `--parallel=N` give each running point its own
-share of the machine: its GPUs (CUDA_VISIBLE_DEVICES), TPU chips
-(TPU_VISIBLE_CHIPS) or CPU cores (the process's affinity). On SLURM each
+share of the machine's accelerators: its GPUs (CUDA_VISIBLE_DEVICES) or TPU
+chips (TPU_VISIBLE_CHIPS). On a CPU the points share the cores by default:
+XLA:CPU splits its sums by thread count, so a point pinned to fewer cores
+would not reproduce a sequential run's numbers (`--pin_cpu_cores` pins anyway,
+through the process's affinity). On SLURM each
 array task runs `python -m alexnet_jax.sweep run-point`, which calls the same
 `run_one`.
 """
@@ -164,11 +167,12 @@ def run_one(sweep, point, workdir, extra: Sequence[str], *, python=sys.executabl
 # ----------------------------------------------------------------------------
 
 
-def device_groups(parallel: int) -> tuple[str, list]:
+def device_groups(parallel: int, pin_cpu_cores: bool = False) -> tuple[str, list]:
   """(kind, [group per slot]) splitting this machine's devices `parallel` ways.
 
   kind is "gpu" (groups of CUDA device ids), "tpu" (chip ids) or "cpu" (core
-  ids). Slots get equal shares; devices left over are not used.
+  ids; None per slot, all cores shared, unless `pin_cpu_cores`). Slots get
+  equal shares; devices left over are not used.
   """
   visible = os.environ.get("CUDA_VISIBLE_DEVICES")
   gpus = []
@@ -192,6 +196,8 @@ def device_groups(parallel: int) -> tuple[str, list]:
   if per < 1:
     raise ValueError(f"--parallel={parallel} needs at least that many {kind} devices; this "
                      f"machine has {len(devices)}.")
+  if kind == "cpu" and not pin_cpu_cores:
+    return kind, [None] * parallel
   return kind, [devices[i * per:(i + 1) * per] for i in range(parallel)]
 
 
@@ -212,7 +218,8 @@ def _progress(point_dir) -> str:
   return f"step {steps[-1]}" if steps else "starting"
 
 
-def run_local(sweep, points, workdir, extra, *, parallel: int = 1, out=None) -> int:
+def run_local(sweep, points, workdir, extra, *, parallel: int = 1, pin_cpu_cores: bool = False,
+              out=None) -> int:
   """Trains the points, `parallel` at a time; returns 0, 1 (some failed) or 128+signal."""
   out = out or sys.stdout
   lock = threading.Lock()
@@ -231,8 +238,12 @@ def run_local(sweep, points, workdir, extra, *, parallel: int = 1, out=None) -> 
       skipped.append(point.name)
     else:
       todo.append(point)
-  kind, groups = device_groups(parallel) if parallel > 1 else ("all", [None])
-  if parallel > 1:
+  kind, groups = (device_groups(parallel, pin_cpu_cores) if parallel > 1 else ("all", [None]))
+  if parallel > 1 and groups[0] is None:
+    say(f"{len(todo)} point(s), {parallel} at a time, sharing the "
+        f"{len(os.sched_getaffinity(0))} CPU cores (each computes exactly what a sequential "
+        "run would)")
+  elif parallel > 1:
     say(f"{len(todo)} point(s), {parallel} at a time, each on {len(groups[0])} {kind} "
         f"device(s): {', '.join('[' + ','.join(map(str, g)) + ']' for g in groups)}")
   failed, finished = [], []

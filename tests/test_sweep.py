@@ -21,10 +21,11 @@ import sys
 import pytest
 
 from alexnet_jax import sweep
+from alexnet_jax import sweep_launch
 from alexnet_jax import sweep_report
 from alexnet_jax import workdir as workdir_lib
 from tests.conftest import REPO_ROOT
-from tests.helpers import child_env, write_sweep
+from tests.helpers import assert_bitwise_equal, child_env, final_params, write_sweep
 
 # ----------------------------------------------------------------------------- grids and names
 
@@ -263,26 +264,34 @@ def _final_eval(point_dir):
 
 
 def test_parallel_points_run_at_once_and_match_sequential(sweep_runs, tmp_path):
-  """--parallel=2 on this machine's CPU cores: both points at once, each on its own
-  core, finishing as the sequential runs did (up to float reassociation: one core
-  instead of two changes XLA's reduction order, nothing else)."""
+  """--parallel=2 on this machine's CPU: both points at once, sharing the cores, each
+  ending bitwise where its sequential run ended (tanh's was stopped and resumed)."""
   workdir = str(tmp_path / "parallel")
   proc = _sweep_cli(f"--sweep={sweep_runs['spec']}", f"--workdir={workdir}", f"--only={TANH}",
                     f"--only={RELU}", "--parallel=2")
   assert proc.returncode == 0, proc.stdout + proc.stderr
-  cores = sorted(os.sched_getaffinity(0))
-  if len(cores) >= 2:
-    assert f"2 point(s), 2 at a time, each on {len(cores) // 2} cpu device(s)" in proc.stdout
+  if len(os.sched_getaffinity(0)) >= 2:
+    assert "2 point(s), 2 at a time, sharing the" in proc.stdout
   states = [sweep.read_point_state(os.path.join(workdir, n)) for n in (TANH, RELU)]
   assert all(s["status"] == "finished" for s in states)
   first, second = sorted(states, key=lambda s: s["started"])
   assert second["started"] < first["ended"], "the two points did not overlap in time"
   for name in (TANH, RELU):
-    ours = _final_eval(os.path.join(workdir, name))
-    theirs = _final_eval(os.path.join(sweep_runs["workdir"], name))
-    assert ours["step"] == theirs["step"] == 4
-    assert ours["eval_loss"] == pytest.approx(theirs["eval_loss"], rel=1e-5, abs=1e-6), name
-    assert ours["eval_top1"] == theirs["eval_top1"], name
+    ours = final_params(os.path.join(workdir, name))
+    theirs = final_params(os.path.join(sweep_runs["workdir"], name))
+    assert ours[0] == theirs[0] == 4
+    assert_bitwise_equal(ours[1], theirs[1])
+    ours, theirs = (_final_eval(os.path.join(d, name)) for d in (workdir, sweep_runs["workdir"]))
+    assert (ours["eval_loss"], ours["eval_top1"]) == (theirs["eval_loss"], theirs["eval_top1"])
+
+
+def test_pinned_cpu_cores_are_split_between_points():
+  kind, groups = sweep_launch.device_groups(2, pin_cpu_cores=True)
+  cores = sorted(os.sched_getaffinity(0))
+  if kind != "cpu" or len(cores) < 2:
+    pytest.skip("needs a CPU-only machine with 2 or more cores")
+  assert groups == [cores[:len(cores) // 2], cores[len(cores) // 2:2 * (len(cores) // 2)]]
+  assert sweep_launch.device_groups(2) == ("cpu", [None, None])
 
 
 def test_parallel_asks_for_more_devices_than_there_are(tmp_path, capsys):
