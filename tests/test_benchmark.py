@@ -35,6 +35,7 @@ def test_peak_table_matches_cards():
   assert benchmark.peak_bf16_flops("cpu") == (None, None)
 
 
+@pytest.mark.slow
 def test_gpu_smoke_computes_mfu_and_supply(capsys, prepared_digits):
   """The accelerator table end to end at toy size; MFU from the given peak."""
   out = benchmark.main(["gpu", "--smoke", "--variants=torchvision", "--batch_sizes=2",
@@ -49,6 +50,7 @@ def test_gpu_smoke_computes_mfu_and_supply(capsys, prepared_digits):
   assert "MFU" in capsys.readouterr().out
 
 
+@pytest.mark.slow
 def test_pipeline_compares_jpeg_and_prepared_input(flowers):
   out = benchmark.main(["pipeline", f"--data_dir={flowers}", "--variant=small",
                         "--image_size=32", "--augmentation=paper", "--batches=2",
@@ -62,6 +64,8 @@ def test_pipeline_compares_jpeg_and_prepared_input(flowers):
   e2e = out["end_to_end"]
   assert e2e["prepared_vs_fake"] == pytest.approx(e2e["prepared_images_per_sec"]
                                                   / e2e["fake_images_per_sec"])
+  assert e2e["prepared_vs_resident"] == pytest.approx(e2e["prepared_images_per_sec"]
+                                                      / e2e["prepared_resident_images_per_sec"])
 
 
 def test_step_cli_runs():
