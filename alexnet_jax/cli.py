@@ -178,5 +178,6 @@ def _train_main(flag_values) -> None:
           PermissionError, train_lib.NonFiniteLossError) as e:
     logging.error("%s", e)
     _fail(str(e).splitlines()[0] + (" (details above)" if "\n" in str(e) else ""))
-  logging.info("Done at step %s: %s", final.get("step"),
-               {k: round(v, 4) for k, v in final.items() if isinstance(v, float)})
+  if not final.get("already_finished"):  # That case was reported with its metrics already.
+    logging.info("Done at step %s: %s", final.get("step"),
+                 {k: round(v, 4) for k, v in final.items() if isinstance(v, float)})

@@ -93,7 +93,8 @@ def _plan(config, info) -> _Plan:
 
 
 def _finished(workdir, total_steps) -> dict | None:
-  """The final metrics of a run that already trained `total_steps` (or more), else None."""
+  """The final metrics of a run that already trained `total_steps` (or more), marked
+  `already_finished`; else None."""
   done = workdir_lib.read_done(workdir)
   if done is None or done.get("step", -1) < total_steps:
     return None
@@ -104,7 +105,7 @@ def _finished(workdir, total_steps) -> dict | None:
     logging.info("%s already finished at step %d: %s", workdir, done["step"],
                  {k: round(v, 4) for k, v in done.get("metrics", {}).items()
                   if isinstance(v, float)})
-  return dict(done.get("metrics", {}), step=done["step"])
+  return dict(done.get("metrics", {}), step=done["step"], already_finished=True)
 
 
 class _Run:

@@ -130,6 +130,14 @@ def fewer_steps_on_a_finished_run(run_copy, tmp_path):
   assert _steps(run_copy) == TRAINED_STEPS
 
 
+def rerun_of_a_finished_run(run_copy, tmp_path):
+  proc = run_main(run_copy)
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  assert "already finished at step 4: {" in proc.stderr, proc.stderr[-2000:]
+  assert "Compiled" not in proc.stderr and "Done at step" not in proc.stderr  # said once
+  assert _steps(run_copy) == TRAINED_STEPS
+
+
 def ctrl_c_saves_and_exits(run_copy, tmp_path):
   workdir = tmp_path / "fresh"
   proc = run_main(workdir, "--config.num_train_steps=8", fault="sigint@step:3")
@@ -248,7 +256,8 @@ def predict_batch_size_zero(run_copy, tmp_path):
 
 
 CASES = [convert_into_training_workdir, torn_metrics_line, second_run_on_a_locked_workdir,
-         fewer_steps_on_a_finished_run, ctrl_c_saves_and_exits, kill_then_resume_reads_as_one_run,
+         fewer_steps_on_a_finished_run, rerun_of_a_finished_run,
+         ctrl_c_saves_and_exits, kill_then_resume_reads_as_one_run,
          zero_intervals, read_only_checkpoints, no_room_for_one_checkpoint, corrupt_config_json,
          damaged_newest_checkpoint_for_predict, peer_never_joins, busy_coordinator_port,
          convert_random_bytes, predict_batch_size_zero]
