@@ -218,6 +218,7 @@ def test_large_jpegs_decode_at_reduced_scale_in_the_right_place():
       assert np.abs(fast - full).mean() < 3.0, (fn.__name__, i)
 
 
+@pytest.mark.slow
 def test_pca_lighting_noise_has_the_papers_scale():
   n, sigma = 4000, 0.1
   seeds = tf.stack([tf.range(n, dtype=tf.int64), tf.fill([n], tf.constant(11, tf.int64))], 1)

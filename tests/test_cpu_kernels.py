@@ -123,6 +123,7 @@ def test_max_pool_bad_input(kwargs, match):
 # ---------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("variant,size", [("seed", 67), ("paper", 67), ("small", 32)])
 def test_model_cpu_kernels_equal_plain(variant, size):
   """Logits and every parameter gradient, train mode (dropout on, same key).
@@ -261,6 +262,7 @@ def _convolutions_on_ynnpack(hlo_text):
 
 @pytest.mark.skipif(not cpu_kernels.cpu_compiler_options("cpu"),
                     reason="XLA option not verified for this jaxlib")
+@pytest.mark.slow
 def test_train_and_eval_steps_follow_model_cpu_kernels():
   """`model.cpu_kernels` alone decides whether the steps' convolutions leave YNNPACK."""
   config = config_lib.base_config()

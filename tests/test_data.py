@@ -147,6 +147,7 @@ def assert_same_batches(a, b):
       np.testing.assert_array_equal(x[k], y[k])
 
 
+@pytest.mark.slow
 def test_same_seed_same_batches_other_seed_other_batches(tfds_data_dir, flowers):
   digits = digits_config(tfds_data_dir, augmentation="paper", batch_size=16)
   folder = tiny_config(dataset="imagefolder", data_dir=str(flowers),
@@ -421,6 +422,7 @@ def test_unprepared_tfds_datasets_say_what_to_do(tmp_path):
     data.dataset_info(c)
 
 
+@pytest.mark.slow
 def test_global_batches_do_not_depend_on_the_process_count(flowers, tfds_data_dir):
   """Every source: process p's batch is the p-th slice of the one global batch,
   so 1 and 2 processes train on exactly the same examples."""

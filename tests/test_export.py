@@ -47,6 +47,7 @@ def workdir(tmp_path_factory, tfds_data_dir):
   return testlib.trained_digits(str(tmp_path_factory.getbasetemp()), tfds_data_dir)
 
 
+@pytest.mark.slow
 def test_exported_forward_runs_without_alexnet_jax_and_equals_predict(workdir, tmp_path):
   # The CLI writes the self-contained artifact: 10 uint8 crops in, params baked in.
   baked = tmp_path / "baked" / "model.jax"
@@ -137,6 +138,7 @@ np.savez(sys.argv[3], **out)
 '''
 
 
+@pytest.mark.slow
 def test_tf_saved_model_runs_without_alexnet_jax_and_equals_predict(workdir, tmp_path):
   pytest.importorskip("tensorflow")
   predictor = inference.load(workdir)

@@ -35,6 +35,7 @@ def _exec_in(module, code, registry, name):
   return namespace
 
 
+@pytest.mark.slow
 def test_a_new_variant_is_selected_by_config():
   try:
     _exec_in(alexnet, _block("A model variant"), alexnet.ARCHITECTURES, "wide_seed")

@@ -38,6 +38,7 @@ def uninterrupted_run(tmp_path_factory, prepared_digits):
 
 # Kill points: mid-run between checkpoints, and during the asynchronous write of
 # the first and of a later checkpoint (the arrays are still being written).
+@pytest.mark.slow
 @pytest.mark.parametrize("fault", ["sigkill@step:5", "sigkill@save:2", "sigkill@save:6"])
 def test_sigkill_then_resume_is_bitwise_identical(tmp_path, fault, uninterrupted_run,
                                                   prepared_digits):
@@ -120,6 +121,7 @@ def test_checkpoint_of_another_class_count_names_the_shapes(tmp_path):
   del params
 
 
+@pytest.mark.slow
 def test_resuming_with_another_variant_is_a_clear_error(tmp_path):
   workdir = tmp_path / "run"
   assert run_main(workdir, "--config.num_train_steps=2").returncode == 0
@@ -146,6 +148,7 @@ def small_tmpfs(tmp_path):
   subprocess.run(["umount", "-l", str(mount_point)], check=False)
 
 
+@pytest.mark.slow
 def test_disk_full_while_saving_reports_and_keeps_earlier_checkpoints(small_tmpfs):
   # The tiny run's checkpoints are ~11 MB each: step 2 fits, step 4 does not.
   workdir = small_tmpfs / "run"
@@ -201,6 +204,7 @@ def test_unknown_dataset_is_named():
     data.dataset_info(_tiny(dataset="imagenet2013"))
 
 
+@pytest.mark.slow
 def test_bad_config_fails_in_the_cli_before_compilation(tmp_path):
   proc = run_main(tmp_path / "run", "--config.eval_crops=3")
   assert proc.returncode != 0

@@ -56,6 +56,7 @@ def reference_probs(workdir, crops, step=None):
   return (e / e.sum(-1, keepdims=True)).mean(0)
 
 
+@pytest.mark.slow
 def test_preprocessing_is_exactly_the_eval_pipelines(predictor):
   """The raw test digits, preprocessed by predict, are the eval pipeline's crops byte for byte."""
   images, _ = testlib.digits_test_images(360)
@@ -86,6 +87,7 @@ def test_predictions_reproduce_the_logged_eval_metrics(predictor, workdir):
   assert nll / count == pytest.approx(logged["eval_loss"], rel=1e-5)
 
 
+@pytest.mark.slow
 def test_centre_and_ten_crops_match_a_hand_computed_forward(predictor, workdir):
   # 32 x 40 with resize_size 32: no resize, so the crops are plain numpy slices.
   assert predictor.config.resize_size == predictor.config.image_size == 32
@@ -121,6 +123,7 @@ def test_greyscale_alpha_lists_and_batches_agree(predictor):
   np.testing.assert_allclose(predictor.predict(batch)[0], probs[2], atol=1e-6)
 
 
+@pytest.mark.slow
 def test_restores_8_device_checkpoint_on_1_device(predictor, workdir, tmp_path):
   images = np.random.default_rng(2).integers(0, 256, (3, 30, 34, 3), dtype=np.uint8)
   np.save(tmp_path / "images.npy", images)
@@ -143,6 +146,7 @@ def test_restores_8_device_checkpoint_on_1_device(predictor, workdir, tmp_path):
   np.testing.assert_allclose(out["probs"], predictor.predict(images, crops=10), atol=1e-5)
 
 
+@pytest.mark.slow
 def test_restores_1_device_checkpoint_on_8_devices(tmp_path):
   workdir = testlib.run_main(tmp_path / "one_device", config="configs/default.py:tiny",
                              devices=1)
@@ -226,6 +230,7 @@ def test_pretrained_checkpoint_from_the_torch_converter(tmp_path):
   np.testing.assert_allclose(loaded.predict(image)[0], expected, atol=1e-5)
 
 
+@pytest.mark.slow
 def test_converted_torchvision_weights_evaluate_like_torchvision(tmp_path):
   """Resize(256), CenterCrop(224), ImageNet mean/std, one crop, unless asked for ten."""
   torch = pytest.importorskip("torch")

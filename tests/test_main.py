@@ -20,6 +20,7 @@ from tests.helpers import final_params, run_main
 REQUIRED_METRICS = {"train_loss", "train_top1", "eval_loss", "eval_top1", "eval_top5",
                     "eval_examples", "learning_rate", "images_per_sec"}
 
+@pytest.mark.slow
 def test_main_on_fake_data_writes_every_metric(tmp_path):
   workdir = tmp_path / "run"
   proc = run_main(workdir)
@@ -38,6 +39,7 @@ def test_main_on_fake_data_writes_every_metric(tmp_path):
   assert step == 4 and meta["step"] == 4
 
 
+@pytest.mark.slow
 def test_rerun_resumes_instead_of_restarting(tmp_path):
   workdir = tmp_path / "run"
   assert run_main(workdir).returncode == 0
@@ -48,6 +50,7 @@ def test_rerun_resumes_instead_of_restarting(tmp_path):
   assert steps == [2, 4, 6]
 
 
+@pytest.mark.slow
 def test_sigterm_saves_waits_and_exits_zero(tmp_path):
   workdir = tmp_path / "run"
   proc = run_main(workdir, "--config.num_train_steps=8", fault="sigterm@step:3")
@@ -60,6 +63,7 @@ def test_sigterm_saves_waits_and_exits_zero(tmp_path):
   assert final_params(str(workdir))[0] == 8
 
 
+@pytest.mark.slow
 def test_nan_stops_with_a_message_and_keeps_last_finite_checkpoint(tmp_path):
   workdir = tmp_path / "run"
   proc = run_main(workdir, "--config.num_train_steps=8", fault="none@nan:3")
@@ -103,6 +107,7 @@ def test_config_override_reaches_the_model_and_optimizer(monkeypatch):
   np.testing.assert_allclose([u1["w"], u2["w"]], [-1.0, -1.5])
 
 
+@pytest.mark.slow
 def test_misspelled_config_key_is_rejected(tmp_path):
   proc = run_main(tmp_path / "run", "--config.learnin_rate=0.1")
   assert proc.returncode != 0

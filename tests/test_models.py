@@ -222,6 +222,7 @@ def test_adaptive_avg_pool_matches_torch():
 # ---------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_paper_variant_matches_torch_grouped_reference():
   """Logits and every gradient, both sides in float64.
 
@@ -291,6 +292,7 @@ def init_fn():
   return init
 
 
+@pytest.mark.slow
 def test_paper_init_statistics(init_fn):
   params = init_fn("paper", "paper", width=0.5)  # half width: same rules, 4x fewer draws
   for name in ("conv1", "conv2", "conv3", "conv4", "conv5", "fc6", "fc7", "fc8"):
@@ -299,6 +301,7 @@ def test_paper_init_statistics(init_fn):
     np.testing.assert_array_equal(np.asarray(params[name]["bias"]), want, err_msg=name)
 
 
+@pytest.mark.slow
 def test_seed_init_statistics(init_fn):
   params = init_fn("seed", "seed")
   for name, k, _, o, _ in CONVS["seed"]:  # Kaiming normal, fan_out, ReLU gain
@@ -318,6 +321,7 @@ def test_flax_init_statistics(init_fn):
     np.testing.assert_array_equal(np.asarray(params[name]["bias"]), 0.0, err_msg=name)
 
 
+@pytest.mark.slow
 def test_torch_init_is_pytorchs_default(init_fn):
   """torchvision's AlexNet keeps PyTorch's default: U(+-1/sqrt(fan_in)) weights and biases."""
   torch = pytest.importorskip("torch")
@@ -336,6 +340,7 @@ def test_torch_init_is_pytorchs_default(init_fn):
       np.testing.assert_allclose(theirs.std(), bound / np.sqrt(3), rtol=rtol)
 
 
+@pytest.mark.slow
 def test_grouped_seed_init_uses_torch_fan_out(init_fn):
   # torch's kaiming fan_out for Conv2d(groups=2) is out * k * k, not divided by groups.
   params = init_fn("paper", "seed", width=0.5)
@@ -397,6 +402,7 @@ def small_batch():
 @pytest.mark.parametrize("override", [
     dict(activation="tanh"), dict(activation="leaky_relu"), dict(activation="elu"),
     dict(activation="selu"), dict(lrn=False)])
+@pytest.mark.slow
 def test_overrides_change_the_forward_pass(small_batch, override):
   x, params = small_batch
   base = models.create_model("small", num_classes=10).apply({"params": params}, x)

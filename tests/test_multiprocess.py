@@ -16,6 +16,9 @@ from alexnet_jax import metrics as metrics_lib
 from tests.conftest import REPO_ROOT
 from tests.helpers import TINY, final_params, max_rel_diff
 
+pytestmark = pytest.mark.slow  # every test here starts training processes
+
+
 def _free_port():
   with socket.socket() as s:
     s.bind(("127.0.0.1", 0))

@@ -35,6 +35,7 @@ def parse(stdout):
   return out
 
 
+@pytest.mark.slow
 def test_prints_top_k_of_each_file(workdir, tmp_path):
   images, _ = testlib.digits_test_images(3)
   paths = testlib.write_image_files(tmp_path, images)  # PNG, JPEG, PNG
@@ -53,6 +54,7 @@ def test_prints_top_k_of_each_file(workdir, tmp_path):
     np.testing.assert_allclose([p for _, p in rows], probs[order], atol=6e-5)
 
 
+@pytest.mark.slow
 def test_errors_are_messages_not_tracebacks(workdir, tmp_path):
   proc = run_predict(f"--workdir={workdir}")
   assert proc.returncode != 0 and "Give one or more image files" in proc.stderr

@@ -23,7 +23,7 @@ from tests.conftest import FLOWERS, REPO_ROOT
 from tests.helpers import child_env, final_params, max_rel_diff, run_main, write_sweep
 
 SCRIPTS = REPO_ROOT / "tests" / "slurm"
-pytestmark = pytest.mark.slurm
+pytestmark = [pytest.mark.slurm, pytest.mark.slow]
 
 
 @pytest.fixture(scope="module")

@@ -198,6 +198,7 @@ def _train_steps(runs, name):
           if "train_loss" in r]
 
 
+@pytest.mark.slow
 def test_printed_commands_are_runnable(sweep_runs):
   lines = sweep_runs["printed"]
   assert len(lines) == 3
@@ -217,6 +218,7 @@ def test_printed_commands_are_runnable(sweep_runs):
   assert config["model"]["activation"] == "relu" and config["num_train_steps"] == 4
 
 
+@pytest.mark.slow
 def test_interrupted_point_is_not_finished_and_resumes(sweep_runs):
   first = sweep_runs["first"]
   assert first.returncode == 1, first.stdout + first.stderr
@@ -230,6 +232,7 @@ def test_interrupted_point_is_not_finished_and_resumes(sweep_runs):
   assert state["command"][-1] == "--config.model.activation=tanh"
 
 
+@pytest.mark.slow
 def test_failing_point_does_not_stop_the_others(sweep_runs):
   second = sweep_runs["second"]
   assert second.returncode == 1, second.stdout + second.stderr
@@ -245,6 +248,7 @@ def test_failing_point_does_not_stop_the_others(sweep_runs):
   assert "report:" in out and os.path.exists(os.path.join(sweep_runs["workdir"], "report.md"))
 
 
+@pytest.mark.slow
 def test_rerun_skips_finished_points(sweep_runs):
   third = sweep_runs["third"]
   assert third.returncode == 1  # the bad point still fails
@@ -263,6 +267,7 @@ def _final_eval(point_dir):
   return [r for r in workdir_lib.read_metrics(point_dir) if "eval_loss" in r][-1]
 
 
+@pytest.mark.slow
 def test_parallel_points_run_at_once_and_match_sequential(sweep_runs, tmp_path):
   """--parallel=2 on this machine's CPU: both points at once, sharing the cores, each
   ending bitwise where its sequential run ended (tanh's was stopped and resumed)."""

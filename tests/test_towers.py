@@ -38,6 +38,7 @@ def test_tower_lrn_equals_lrn_over_all_channels():
   np.testing.assert_allclose(jax.jit(f)(x), expected, rtol=1e-6)
 
 
+@pytest.mark.slow
 def test_tower_logits_equal_single_device():
   config = _config()
   model = _model()

@@ -38,6 +38,7 @@ def _run_steps(num_devices, config, batches, model):
   return jax.device_get(state.params), losses
 
 
+@pytest.mark.slow
 def test_one_device_equals_eight_devices():
   """The core check of the sharded step: device count changes nothing (dropout off)."""
   assert jax.device_count() >= 8
