@@ -110,6 +110,11 @@ def _optim(name):
   return get
 
 
+def _eval_crops():
+  from alexnet_jax import evaluation  # pylint: disable=g-import-not-at-top
+  return evaluation.CROPS
+
+
 def _augment(name):
   def get():
     from alexnet_jax.data import augment  # pylint: disable=g-import-not-at-top
@@ -144,7 +149,7 @@ FIELDS: dict[str, Field] = {
     "inception_area_range": Field((0.08, 1.0), "area fraction of inception crops",
                                   check=_area_range),
     "eval_crops": Field(10, "1: centre crop; 10: the paper's 4 corners + centre and mirrors",
-                        choices=_augment("EVAL_CROPS")),
+                        choices=_eval_crops),
     "eval_resize": Field("shorter_side", "eval resize: shorter_side (torchvision Resize(r)) or "
                          "stretch (Resize((r, r)), aspect not kept)",
                          choices=_augment("EVAL_RESIZES")),

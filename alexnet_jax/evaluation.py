@@ -12,6 +12,10 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
+# Crops per image that eval, predict and export take: the centre crop, or the
+# paper's four corners and centre with their mirrors.
+CROPS = (1, 10)
+
 
 def normalize_images(images, mean_rgb, std_rgb):
   """uint8 (or 0..255 float) RGB -> float32 standardised per channel (mean/std on [0, 1]).

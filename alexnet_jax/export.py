@@ -114,17 +114,23 @@ def _forward_fn(predictor, input_kind: str):
   return forward
 
 
+def _checked(predictor, crops, input_kind) -> tuple[int, int]:
+  """(crops per image, crop side) for an export, after checking what the caller asked."""
+  from alexnet_jax import evaluation  # pylint: disable=g-import-not-at-top
+  if input_kind not in INPUTS:
+    raise ValueError(f"input_kind={input_kind!r} is not allowed; choose one of {INPUTS}.")
+  crops = predictor.default_crops() if crops is None else int(crops)
+  if crops not in evaluation.CROPS:
+    raise ValueError(f"crops={crops!r} is not allowed: use one of {evaluation.CROPS}.")
+  return crops, int(predictor.config.image_size)
+
+
 def export_predictor(predictor, output: str, *, crops: int | None = None,
                      input_kind: str = "uint8", separate_params: bool = False,
                      platforms: tuple[str, ...] | None = None) -> dict:
   """Writes the artifact (and its .json, and .params.npz if separate); returns the info dict."""
   from jax import export  # pylint: disable=g-import-not-at-top
-  if input_kind not in INPUTS:
-    raise ValueError(f"input_kind={input_kind!r} is not allowed; choose one of {INPUTS}.")
-  crops = predictor.default_crops() if crops is None else int(crops)
-  if crops not in (1, 10):
-    raise ValueError(f"crops={crops!r} is not allowed: use 1 or 10.")
-  s = int(predictor.config.image_size)
+  crops, s = _checked(predictor, crops, input_kind)
   shape = "b, 10, {s}, {s}, 3" if crops == 10 else "b, {s}, {s}, 3"
   dtype = jnp.uint8 if input_kind == "uint8" else jnp.float32
   images_spec = jax.ShapeDtypeStruct(export.symbolic_shape(shape.format(s=s)), dtype)
@@ -188,12 +194,7 @@ def export_saved_model(predictor, directory: str, *, crops: int | None = None,
   """Writes a TF SavedModel of the same forward pass via jax2tf; returns its directory."""
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
   from jax.experimental import jax2tf  # pylint: disable=g-import-not-at-top
-  if input_kind not in INPUTS:
-    raise ValueError(f"input_kind={input_kind!r} is not allowed; choose one of {INPUTS}.")
-  crops = predictor.default_crops() if crops is None else int(crops)
-  if crops not in (1, 10):
-    raise ValueError(f"crops={crops!r} is not allowed: use 1 or 10.")
-  s = int(predictor.config.image_size)
+  crops, s = _checked(predictor, crops, input_kind)
   image_shape = [None] + ([10] if crops == 10 else []) + [s, s, 3]
   dtype = tf.uint8 if input_kind == "uint8" else tf.float32
   poly = "(b, 10, _, _, _)" if crops == 10 else "(b, _, _, _)"

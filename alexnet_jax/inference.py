@@ -54,7 +54,7 @@ from alexnet_jax import evaluation
 from alexnet_jax import models
 from alexnet_jax import workdir as workdir_lib
 
-CROPS = (1, 10)
+CROPS = evaluation.CROPS
 _BATCH_AXIS = "batch"
 
 

@@ -41,7 +41,6 @@ IMAGENET_PCA_EIGVEC = (
 )
 
 AUGMENTATIONS = ("paper", "inception", "none")
-EVAL_CROPS = (1, 10)
 EVAL_RESIZES = ("shorter_side", "stretch")
 
 # RandomResizedCrop's aspect-ratio range (width / height).
