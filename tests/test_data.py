@@ -267,6 +267,14 @@ def test_sklearn_digits_builds_offline_with_all_1797_images(tfds_data_dir):
                                 (digits.images[idx] * 255 // 16).astype(np.uint8))
 
 
+def test_a_first_build_says_so_in_one_line_without_tfds_noise(tmp_path, caplog):
+  with caplog.at_level(logging.INFO):
+    data.dataset_info(digits_config(str(tmp_path)))
+  assert "Building TFDS dataset sklearn_digits" in caplog.text
+  assert "Variant folder" not in caplog.text  # TFDS's warning about the folder it builds
+  assert "Downloading and preparing" not in caplog.text
+
+
 def test_tfds_slicing_carves_a_validation_split(tfds_data_dir):
   c = digits_config(tfds_data_dir, train_split="train[:90%]", eval_split="train[90%:]",
                     eval_batch_size=10)

@@ -74,8 +74,31 @@ def _build_lock(builder):
     yield
 
 
+class _NotBuiltYetFilter(logging.Filter):
+  """Drops TFDS's "Variant folder ... has no dataset_info.json": before a first
+  build, that is the expected state of the folder being built, not a problem."""
+
+  def filter(self, record):
+    return not record.getMessage().startswith("Variant folder")
+
+
+@contextlib.contextmanager
+def _quiet_before_first_build():
+  quiet = _NotBuiltYetFilter()
+  logging.getLogger("absl").addFilter(quiet)
+  try:
+    yield
+  finally:
+    logging.getLogger("absl").removeFilter(quiet)
+
+
 def prepare_if_needed(builder) -> None:
   """Builds a TFDS dataset on first use when that needs no manual step."""
+  with _quiet_before_first_build():
+    _prepare_if_needed(builder)
+
+
+def _prepare_if_needed(builder) -> None:
   if builder.is_prepared():
     return
   root = str(builder.data_dir_root)
@@ -116,7 +139,8 @@ class TfdsSource(sources.Source):
           "'prepared' (with config.data_dir) or 'fake'.") from e
     self.name = config.dataset
     # Under tfds.testing.mock_data nothing is prepared, yet everything reads.
-    self._mocked = not self.builder.is_prepared() and self._reads_anyway()
+    with _quiet_before_first_build():
+      self._mocked = not self.builder.is_prepared() and self._reads_anyway()
     if not self._mocked:
       prepare_if_needed(self.builder)
     features = self.builder.info.features
