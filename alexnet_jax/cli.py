@@ -137,10 +137,13 @@ def _define_train_flags(flag_values):
 def train(argv: list[str] | None = None) -> None:
   """`python main.py ...`: checks the command line, then trains (see TRAIN_USAGE)."""
   argv = list(sys.argv if argv is None else argv)
-  if any(a in ("-h", "--help", "--helpfull", "-help") for a in argv[1:]):
-    print(_help())
-    sys.exit(0)
   quiet_startup()
+  if any(a in ("-h", "--help", "--helpfull", "-help") for a in argv[1:]):
+    try:
+      print(_help())
+    except BrokenPipeError:  # `--help | head`: the reader has what it wanted.
+      sys.stdout = None
+    sys.exit(0)
   from absl import app  # pylint: disable=g-import-not-at-top
   from absl import flags  # pylint: disable=g-import-not-at-top
   try:
