@@ -69,7 +69,8 @@ def peak_bf16_flops(device_kind: str):
   return None, None
 
 
-def _cpu_seconds() -> float:
+def cpu_seconds() -> float:
+  """User + system CPU time of this process so far."""
   usage = resource.getrusage(resource.RUSAGE_SELF)
   return usage.ru_utime + usage.ru_stime
 
@@ -215,10 +216,10 @@ def host_pipeline_cost(config, *, batches: int, warmup: int = 2) -> dict:
   it = data.create_train_iterator(config, process_index=0, process_count=1)
   for _ in range(warmup):
     next(it)
-  images, wall0, cpu0 = 0, time.perf_counter(), _cpu_seconds()
+  images, wall0, cpu0 = 0, time.perf_counter(), cpu_seconds()
   for _ in range(batches):
     images += next(it)["image"].shape[0]
-  wall, cpu = time.perf_counter() - wall0, _cpu_seconds() - cpu0
+  wall, cpu = time.perf_counter() - wall0, cpu_seconds() - cpu0
   cores = data.available_cores()
   return {"images": images, "cpu_seconds_per_image": cpu / images,
           "images_per_cpu_second": images / cpu, "images_per_sec": images / wall,

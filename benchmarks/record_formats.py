@@ -23,7 +23,6 @@ import os
 import pathlib
 import sys
 import tempfile
-import time
 
 import numpy as np
 
@@ -32,19 +31,15 @@ sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
 BATCH = 64
 
 
-def _cpu_seconds() -> float:
-  t = os.times()
-  return t.user + t.system
-
-
 def _time_batches(read_batch, n, batches, seed=0):
   """CPU seconds per image over `batches` random batches (after one warm-up batch)."""
+  from alexnet_jax.benchmark import cpu_seconds  # pylint: disable=g-import-not-at-top
   rng = np.random.default_rng(seed)
   read_batch(rng.integers(0, n, BATCH))
-  start = _cpu_seconds()
+  start = cpu_seconds()
   for _ in range(batches):
     read_batch(rng.integers(0, n, BATCH))
-  return (_cpu_seconds() - start) / (batches * BATCH)
+  return (cpu_seconds() - start) / (batches * BATCH)
 
 
 def main(argv=None):

@@ -94,11 +94,6 @@ def _quiet_before_first_build():
 
 def prepare_if_needed(builder) -> None:
   """Builds a TFDS dataset on first use when that needs no manual step."""
-  with _quiet_before_first_build():
-    _prepare_if_needed(builder)
-
-
-def _prepare_if_needed(builder) -> None:
   if builder.is_prepared():
     return
   root = str(builder.data_dir_root)
@@ -141,8 +136,8 @@ class TfdsSource(sources.Source):
     # Under tfds.testing.mock_data nothing is prepared, yet everything reads.
     with _quiet_before_first_build():
       self._mocked = not self.builder.is_prepared() and self._reads_anyway()
-    if not self._mocked:
-      prepare_if_needed(self.builder)
+      if not self._mocked:
+        prepare_if_needed(self.builder)
     features = self.builder.info.features
     missing = [k for k in ("image", "label") if k not in features]
     if missing:
