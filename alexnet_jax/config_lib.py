@@ -117,8 +117,8 @@ def _eval_crops():
 
 def _augment(name):
   def get():
-    from alexnet_jax.data import augment  # pylint: disable=g-import-not-at-top
-    return getattr(augment, name)
+    from alexnet_jax.data import augmentations  # pylint: disable=g-import-not-at-top
+    return getattr(augmentations, name)
   return get
 
 

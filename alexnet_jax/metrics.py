@@ -5,27 +5,34 @@ devices with `psum`; dividing once per logging window or eval pass keeps the
 averages exact, padding included (padded examples add 0 to every sum and to
 the count).
 
-Writers: TensorBoard event files plus a JSONL mirror, `WORKDIR/metrics.jsonl`
-(one object per write, always with "step"; `workdir.read_metrics` reads it).
-Writes run on a background thread in order, so the loop never waits for a
-file. Only process 0 writes files.
+Writers: the console, TensorBoard event files and a JSONL mirror,
+`WORKDIR/metrics.jsonl` (one object per write, always with "step";
+`workdir.read_metrics` reads it). Writes run on a background thread in order,
+so the loop never waits for a file. Only process 0 writes files.
+
+The event files are written with TensorBoard's own record format and protos
+rather than clu's SummaryWriter: importing `clu.metric_writers` imports
+TensorFlow (~6 s of a run's start-up on a 2-core machine), which a run on fake
+or prepared data otherwise never loads.
 """
 
 from __future__ import annotations
 
+import collections
+import concurrent.futures
 import json
 import logging
 import os
 import shutil
+import socket
 import tempfile
 import threading
+import time
 import weakref
 from typing import Any, Mapping
 
 import jax
 import numpy as np
-from clu import metric_writers
-from clu.metric_writers import interface
 
 from alexnet_jax import workdir as workdir_lib
 
@@ -37,7 +44,7 @@ def _to_python(value):
   return value.item() if value.ndim == 0 else value.tolist()
 
 
-class JsonlWriter(interface.MetricWriter):
+class JsonlWriter:
   """Appends scalars to a JSON-lines file, one line per `write_scalars` call.
 
   The machine-readable record of a run: sweeps and notebooks read it without
@@ -63,28 +70,8 @@ class JsonlWriter(interface.MetricWriter):
           text = ""
         self._path.write_text(text + line)
 
-  def write_summaries(self, step, values, metadata=None):
-    scalars = {k: v for k, v in values.items() if np.asarray(v).ndim == 0}
-    if scalars:
-      self.write_scalars(step, scalars)
-
-  def write_images(self, step, images):
-    pass
-
-  def write_videos(self, step, videos):
-    pass
-
-  def write_audios(self, step, audios, *, sample_rate):
-    pass
-
-  def write_texts(self, step, texts):
-    pass
-
-  def write_histograms(self, step, arrays, num_buckets=None):
-    pass
-
   def write_hparams(self, hparams):
-    pass
+    pass  # config.json holds them.
 
   def flush(self):
     pass
@@ -93,11 +80,8 @@ class JsonlWriter(interface.MetricWriter):
     pass
 
 
-class _ConsoleWriter(JsonlWriter):
-  """One short line per write on the log: `step 120  train_loss 1.23  train_top1 0.45 ...`.
-
-  Hyperparameters go to config.json and TensorBoard, not the console.
-  """
+class ConsoleWriter(JsonlWriter):
+  """One short line per write on the log: `step 120  train_loss 1.23  train_top1 0.45 ...`."""
 
   def __init__(self):  # pylint: disable=super-init-not-called
     pass
@@ -108,47 +92,121 @@ class _ConsoleWriter(JsonlWriter):
     logging.info("step %d  %s", step, "  ".join(parts))
 
 
-class _UploadedSummaryWriter(metric_writers.SummaryWriter):
-  """TensorBoard events for an object store: written locally, uploaded whole on flush.
+class TensorBoardWriter(JsonlWriter):
+  """Scalars and hyperparameters in a TensorBoard event file, written without TensorFlow.
 
-  TensorFlow's own GCS client cannot be pointed anywhere but Google (no
-  emulator, no other credentials), so the event files are staged in a local
-  directory and copied through etils.epath, like every other file of a run.
+  Scalars are written as `tf.summary.scalar` writes them (a float32 tensor
+  tagged for the scalars plugin), hyperparameters for the HParams dashboard.
+  On an object store (gs://) the file is written in a local staging directory
+  and uploaded whole at each flush, since objects cannot be appended to.
   """
 
-  def __init__(self, target):
-    self._staging = tempfile.mkdtemp(prefix="alexnet_jax_events_")
-    # Removed on close, or at exit when a run ends without closing its writer.
-    self._remove_staging = weakref.finalize(self, shutil.rmtree, self._staging, True)
-    self._target = workdir_lib.path(target)
-    self._uploaded = {}
-    super().__init__(self._staging)
+  def __init__(self, logdir):  # pylint: disable=super-init-not-called
+    # Imported here: only process 0 writes events.
+    from tensorboard.compat.proto import event_pb2  # pylint: disable=g-import-not-at-top
+    from tensorboard.summary.writer import record_writer  # pylint: disable=g-import-not-at-top
+    self._event_pb2 = event_pb2
+    self._tagged = set()
+    name = (f"events.out.tfevents.{int(time.time())}.{socket.gethostname()}."
+            f"{os.getpid()}.v2")
+    if workdir_lib.is_local(logdir):
+      self._upload_to = None
+      local_dir = os.fspath(logdir)
+      os.makedirs(local_dir, exist_ok=True)
+    else:
+      self._upload_to = workdir_lib.path(logdir) / name
+      local_dir = tempfile.mkdtemp(prefix="alexnet_jax_events_")
+      # Removed on close, or at exit when a run ends without closing its writer.
+      self._remove_staging = weakref.finalize(self, shutil.rmtree, local_dir, True)
+    self._local = os.path.join(local_dir, name)
+    self._uploaded_size = -1
+    self._records = record_writer.RecordWriter(open(self._local, "ab"))
+    self._write(summary=None, step=0, file_version="brain.Event:2")
+
+  def _write(self, *, summary, step, **fields):
+    event = self._event_pb2.Event(wall_time=time.time(), step=int(step), **fields)
+    if summary is not None:
+      event.summary.CopyFrom(summary)
+    self._records.write(event.SerializeToString())
+
+  def write_scalars(self, step, scalars):
+    from tensorboard.compat.proto import summary_pb2  # pylint: disable=g-import-not-at-top
+    from tensorboard.plugins.scalar import metadata  # pylint: disable=g-import-not-at-top
+    from tensorboard.util import tensor_util  # pylint: disable=g-import-not-at-top
+    summary = summary_pb2.Summary()
+    for tag, value in scalars.items():
+      entry = summary.value.add(tag=tag)
+      entry.tensor.CopyFrom(tensor_util.make_tensor_proto(np.float32(value)))
+      if tag not in self._tagged:  # The plugin's metadata goes with a tag's first value.
+        self._tagged.add(tag)
+        entry.metadata.CopyFrom(metadata.create_summary_metadata(display_name=tag,
+                                                                 description=""))
+    self._write(summary=summary, step=step)
+
+  def write_hparams(self, hparams):
+    from tensorboard.plugins.hparams import summary_v2  # pylint: disable=g-import-not-at-top
+    self._write(summary=summary_v2.hparams_pb(dict(hparams)), step=0)
 
   def flush(self):
-    super().flush()
-    for name in os.listdir(self._staging):
-      local = os.path.join(self._staging, name)
-      size = os.path.getsize(local)
-      if self._uploaded.get(name) != size:
-        with open(local, "rb") as f:
-          (self._target / name).write_bytes(f.read())
-        self._uploaded[name] = size
+    self._records.flush()
+    if self._upload_to is not None:
+      size = os.path.getsize(self._local)
+      if size != self._uploaded_size:
+        with open(self._local, "rb") as f:
+          self._upload_to.write_bytes(f.read())
+        self._uploaded_size = size
 
   def close(self):
     self.flush()
-    super().close()
-    self._remove_staging()
+    self._records.close()
+    if self._upload_to is not None:
+      self._remove_staging()
 
 
-def create_writer(workdir) -> interface.MetricWriter:
+class AsyncWriters:
+  """Sends each write to every writer on one background thread, in call order.
+
+  The training loop never waits for a file. `flush` waits for everything
+  queued and raises the first error a write hit; a failed write also surfaces
+  at the next write after it.
+  """
+
+  def __init__(self, writers):
+    self._writers = list(writers)
+    self._thread = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="metric_writers")
+    self._queued = collections.deque()
+
+  def _each(self, method, *args):
+    while self._queued and self._queued[0].done():
+      self._queued.popleft().result()
+    self._queued.append(self._thread.submit(
+        lambda: [getattr(w, method)(*args) for w in self._writers]))
+
+  def write_scalars(self, step, scalars):
+    self._each("write_scalars", int(step), dict(scalars))
+
+  def write_hparams(self, hparams):
+    self._each("write_hparams", dict(hparams))
+
+  def flush(self):
+    self._each("flush")
+    while self._queued:
+      self._queued.popleft().result()
+
+  def close(self):
+    try:
+      self.flush()
+    finally:
+      self._thread.submit(lambda: [w.close() for w in self._writers]).result()
+      self._thread.shutdown()
+
+
+def create_writer(workdir):
   """Console + TensorBoard + metrics.jsonl on process 0 (console only elsewhere), asynchronous."""
   if jax.process_index() != 0:
-    return _ConsoleWriter()
-  events = (metric_writers.SummaryWriter(os.fspath(workdir)) if workdir_lib.is_local(workdir)
-            else _UploadedSummaryWriter(workdir))
-  writers = [_ConsoleWriter(), events,
-             JsonlWriter(workdir_lib.path(workdir) / workdir_lib.METRICS_FILE)]
-  return metric_writers.AsyncWriter(metric_writers.MultiWriter(writers))
+    return ConsoleWriter()
+  return AsyncWriters([ConsoleWriter(), TensorBoardWriter(workdir),
+                       JsonlWriter(workdir_lib.path(workdir) / workdir_lib.METRICS_FILE)])
 
 
 def summarize_train(window: Mapping[str, Any]) -> dict[str, float]:

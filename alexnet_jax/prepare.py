@@ -61,7 +61,7 @@ def _prepare_split(source, config, spec, store_split, output, progress, shard_si
   import numpy as np  # pylint: disable=g-import-not-at-top
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
   from tqdm import tqdm  # pylint: disable=g-import-not-at-top
-  from alexnet_jax.data import pipeline  # pylint: disable=g-import-not-at-top
+  from alexnet_jax.data import iterators  # pylint: disable=g-import-not-at-top
   state = progress["splits"].setdefault(store_split, {"shards": [], "consumed": 0,
                                                       "skipped": []})
   share = source.eval_share(spec, 0, 1)
@@ -76,7 +76,7 @@ def _prepare_split(source, config, spec, store_split, output, progress, shard_si
     return position, process(ex["image"]), tf.cast(ex["label"], tf.int32)
 
   ds = share.records(tf.constant(0, tf.int64)).skip(start).enumerate(start=start)
-  ds = ds.map(example, num_parallel_calls=pipeline.available_cores(), deterministic=True)
+  ds = ds.map(example, num_parallel_calls=iterators.available_cores(), deterministic=True)
   ds = ds.ignore_errors(log_warning=False).prefetch(64)
   images, labels, expected = [], [], start
 

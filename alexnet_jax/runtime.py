@@ -12,6 +12,7 @@ import logging
 import os
 import socket
 import struct
+import sys
 import time
 
 import jax
@@ -48,11 +49,20 @@ def quiet_library_logs() -> None:
     pass
   for handler in logging.getLogger().handlers:
     handler.addFilter(quiet)
-  try:
-    import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
+  global _libraries_quiet
+  _libraries_quiet = True
+  if "tensorflow_datasets" in sys.modules:
+    quiet_tfds(sys.modules["tensorflow_datasets"])
+
+
+_libraries_quiet = False
+
+
+def quiet_tfds(tfds) -> None:
+  """No TFDS progress bars once `quiet_library_logs` ran. Called where TFDS is imported,
+  not here: runs on fake or prepared data never load it."""
+  if _libraries_quiet:
     tfds.disable_progress_bar()
-  except ImportError:
-    pass
 
 
 class StartupError(RuntimeError):
@@ -140,7 +150,6 @@ def initialize(*, coordinator_address=None, num_processes=None, process_id=None,
   Explicit flags win. `auto=True` lets JAX detect TPU pods and SLURM jobs; it is
   off by default so a laptop never waits on a coordinator that does not exist.
   """
-  hide_accelerators_from_tensorflow()
   quiet_library_logs()
   explicit = coordinator_address is not None or num_processes is not None
   timeout = initialization_timeout or default_initialization_timeout(coordinator_address)

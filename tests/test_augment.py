@@ -10,6 +10,7 @@ import tensorflow as tf
 from PIL import Image
 
 from alexnet_jax.data import augment
+from alexnet_jax.data import augmentations
 from alexnet_jax import config_lib
 
 SEED = tf.constant([3, 7], tf.int64)
@@ -259,7 +260,7 @@ def test_config_entry_points_and_errors():
   c = config_lib.base_config()
   c.image_size, c.resize_size = 24, 28
   jpeg = tf.io.encode_jpeg(smooth_image(40, 52))
-  for aug in augment.AUGMENTATIONS:
+  for aug in augmentations.AUGMENTATIONS:
     c.augmentation = aug
     assert augment.train_preprocess_fn(c)(jpeg, SEED).shape == (24, 24, 3)
   c.augmentation = "none"  # = the (centre-crop) eval preprocessing.

@@ -6,11 +6,13 @@
     for batch in data.create_eval_iterator(config): ...
 """
 
-from alexnet_jax.data.pipeline import BatchIterator
-from alexnet_jax.data.pipeline import available_cores
-from alexnet_jax.data.pipeline import create_eval_iterator
-from alexnet_jax.data.pipeline import create_train_iterator
-from alexnet_jax.data.pipeline import num_eval_batches
+# The sources that need no TensorFlow register here; the rest on first use.
+from alexnet_jax.data import fake  # noqa: F401
+from alexnet_jax.data import prepared  # noqa: F401
+from alexnet_jax.data.iterators import available_cores
+from alexnet_jax.data.iterators import create_eval_iterator
+from alexnet_jax.data.iterators import create_train_iterator
+from alexnet_jax.data.iterators import num_eval_batches
 from alexnet_jax.data.sources import DatasetInfo
 from alexnet_jax.data.sources import dataset_info
 from alexnet_jax.data.sources import register

@@ -30,21 +30,10 @@ import functools
 import numpy as np
 import tensorflow as tf
 
-# The paper's PCA colour noise: eigen-decomposition of the covariance of
-# ImageNet RGB pixels on [0, 1]; columns of the matrix are the eigenvectors
-# (the values of fb.resnet.torch, which torchvision recipes and big_vision use).
-IMAGENET_PCA_EIGVAL = (0.2175, 0.0188, 0.0045)
-IMAGENET_PCA_EIGVEC = (
-    (-0.5675, 0.7192, 0.4009),
-    (-0.5808, -0.0045, -0.8140),
-    (-0.5836, -0.6948, 0.4203),
-)
-
-AUGMENTATIONS = ("paper", "inception", "none")
-EVAL_RESIZES = ("shorter_side", "stretch")
-
-# RandomResizedCrop's aspect-ratio range (width / height).
-INCEPTION_ASPECT_RANGE = (3.0 / 4.0, 4.0 / 3.0)
+from alexnet_jax.data.augmentations import IMAGENET_PCA_EIGVAL
+from alexnet_jax.data.augmentations import IMAGENET_PCA_EIGVEC
+from alexnet_jax.data.augmentations import INCEPTION_ASPECT_RANGE
+from alexnet_jax.data.augmentations import INCEPTION_ATTEMPTS
 
 # ----------------------------------------------------------------------------
 # Decoding.
@@ -294,7 +283,7 @@ def paper_train(image, seed, *, image_size=224, resize_size=256, pca_sigma=0.1,
 
 
 def sample_crop_window(shape, seed, *, area_range=(0.08, 1.0),
-                       aspect_range=INCEPTION_ASPECT_RANGE, max_attempts=10):
+                       aspect_range=INCEPTION_ASPECT_RANGE, max_attempts=INCEPTION_ATTEMPTS):
   """Random [y, x, height, width] covering area_range of the image, as Inception.
 
   Falls back to the whole image when no window fits in `max_attempts` tries

@@ -30,15 +30,11 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
-# The same PCA basis as the host pipeline (alexnet_jax.data.augment).
-IMAGENET_PCA_EIGVAL = (0.2175, 0.0188, 0.0045)
-IMAGENET_PCA_EIGVEC = (
-    (-0.5675, 0.7192, 0.4009),
-    (-0.5808, -0.0045, -0.8140),
-    (-0.5836, -0.6948, 0.4203),
-)
-_AUGMENT_TAG = 2  # Keeps augmentation keys apart from other streams of the same seed.
-_ATTEMPTS = 10
+from alexnet_jax.data.augmentations import IMAGENET_PCA_EIGVAL
+from alexnet_jax.data.augmentations import IMAGENET_PCA_EIGVEC
+from alexnet_jax.data.augmentations import INCEPTION_ASPECT_RANGE
+from alexnet_jax.data.augmentations import INCEPTION_ATTEMPTS as _ATTEMPTS
+from alexnet_jax.data.sources import AUGMENT_TAG as _AUGMENT_TAG
 
 
 def example_keys(seed: int, global_indices):
@@ -73,7 +69,7 @@ def paper_crop(image, key, *, size, pca_sigma, random_flip):
   return out
 
 
-def sample_window(key, height, width, *, area_range, aspect_range=(3 / 4, 4 / 3)):
+def sample_window(key, height, width, *, area_range, aspect_range=INCEPTION_ASPECT_RANGE):
   """torchvision's RandomResizedCrop window (y, x, h, w), as float32 scalars.
 
   Ten candidates (area fraction uniform in area_range, aspect log-uniform in

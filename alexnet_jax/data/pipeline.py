@@ -21,7 +21,6 @@ from __future__ import annotations
 import dataclasses
 import logging
 import math
-import os
 from typing import Callable, Iterator, Optional
 
 import numpy as np
@@ -31,36 +30,12 @@ from alexnet_jax import runtime
 from alexnet_jax.data import augment
 from alexnet_jax.data import cache
 from alexnet_jax.data import sources
+from alexnet_jax.data.iterators import available_cores
 
 runtime.hide_accelerators_from_tensorflow()
 
 # Eval passes this small (preprocessed crops) are kept in memory after the first.
 EVAL_CACHE_BYTES = 512 << 20
-
-
-def available_cores() -> int:
-  """CPU cores this process may run on (its affinity mask where the OS has one)."""
-  if hasattr(os, "sched_getaffinity"):
-    return max(1, len(os.sched_getaffinity(0)))
-  return max(1, os.cpu_count() or 1)
-
-
-def _processes(process_index, process_count):
-  if process_index is None or process_count is None:
-    import jax  # pylint: disable=g-import-not-at-top
-    process_index = jax.process_index() if process_index is None else process_index
-    process_count = jax.process_count() if process_count is None else process_count
-  if not 0 <= process_index < process_count:
-    raise ValueError(f"process_index={process_index} must be in [0, {process_count}).")
-  return process_index, process_count
-
-
-def _local_batch(global_batch, process_count, key):
-  if global_batch < 1 or global_batch % process_count:
-    raise ValueError(f"config.{key}={global_batch} must be a positive multiple of the "
-                     f"number of processes ({process_count}): each process loads "
-                     f"{key} / {process_count} examples per step.")
-  return global_batch // process_count
 
 
 def _splits(config, source):
@@ -82,22 +57,13 @@ def _options(ds):
   return ds.with_options(options)
 
 
-def create_train_iterator(config, *, start_step=0, process_index=None,
-                          process_count=None) -> "BatchIterator":
-  """Infinite iterator of {"image": uint8 [b, S, S, 3], "label": int32 [b]}.
+def create_train_iterator(config, source, *, start_step, process_index,
+                          process_count) -> "BatchIterator":
+  """`data.create_train_iterator` for a source of records (checked arguments).
 
-  b = config.batch_size // process_count. With start_step=k it yields exactly
-  what an uninterrupted iterator yields from its k-th batch on, without
-  decoding the k * b examples it skips.
+  Resuming at start_step=k skips the k * b records before it undecoded.
   """
-  if start_step < 0:
-    raise ValueError(f"start_step={start_step} must be >= 0.")
-  process_index, process_count = _processes(process_index, process_count)
-  local_batch = _local_batch(config.batch_size, process_count, "batch_size")
-  source = sources.create(config)
-  if source.train_iterator is not None:
-    return source.train_iterator(config, start_step=start_step, process_index=process_index,
-                                 process_count=process_count)
+  local_batch = config.batch_size // process_count
   train_split, _ = _splits(config, source)
   global_batch, seed = config.batch_size, int(config.seed)
   share = cache.decoded_share(source, train_split, seed=seed, setting=config.cache_train,
@@ -140,37 +106,19 @@ def create_train_iterator(config, *, start_step=0, process_index=None,
                        replay=_Replay(records_from, example, share.describe))
 
 
-def num_eval_batches(config, process_count=None) -> int:
-  """Batches every process yields in one eval pass: ceil(split size / eval_batch_size)."""
-  if process_count is None:
-    import jax  # pylint: disable=g-import-not-at-top
-    process_count = jax.process_count()
-  _local_batch(config.eval_batch_size, process_count, "eval_batch_size")
-  source = sources.create(config)
-  return math.ceil(source.split_size(_splits(config, source)[1]) / config.eval_batch_size)
+def create_eval_iterator(config, *, process_index, process_count) -> "BatchIterator":
+  """`data.create_eval_iterator` for a source of records (checked arguments).
 
-
-def create_eval_iterator(config, *, process_index=None, process_count=None) -> "BatchIterator":
-  """One pass over the eval split: {"image", "label", "mask"} batches, padded.
-
-  image: uint8 [b, S, S, 3], or [b, 10, S, S, 3] when config.eval_crops == 10;
-  label: int32 [b]; mask: bool [b], False on padding (zero images, label 0).
-  b = config.eval_batch_size // process_count. Every process yields
-  num_eval_batches(config) batches; together their real examples are the
-  split, each once. The pipeline is built once per config and process, then
-  only iterated again: later evals skip the seconds TF spends building it.
+  The pipeline is built once per config and process, then only iterated
+  again: later evals skip the seconds TF spends building it.
   """
-  process_index, process_count = _processes(process_index, process_count)
-  local_batch = _local_batch(config.eval_batch_size, process_count, "eval_batch_size")
+  local_batch = config.eval_batch_size // process_count
   key = (config.to_json_best_effort(), process_index, process_count)
   if key not in _EVAL_PIPELINES:
     if len(_EVAL_PIPELINES) >= 4:
       _EVAL_PIPELINES.pop(next(iter(_EVAL_PIPELINES)))
     _EVAL_PIPELINES[key] = _eval_pipeline(config, process_index, process_count, local_batch)
-  built = _EVAL_PIPELINES[key]
-  if callable(built):  # A source with its own iterator.
-    return built()
-  ds, num_real, replay = built
+  ds, num_real, replay = _EVAL_PIPELINES[key]
   return BatchIterator(ds, start_position=0, batch_size=local_batch, num_real=num_real,
                        replay=replay)
 
@@ -179,12 +127,8 @@ _EVAL_PIPELINES: dict = {}
 
 
 def _eval_pipeline(config, process_index, process_count, local_batch):
-  """(tf.data pipeline, real examples, replay) of one process's eval pass, or a callable
-  making the iterator of a source that has its own."""
+  """(tf.data pipeline, real examples, replay) of one process's eval pass."""
   source = sources.create(config)
-  if source.eval_iterator is not None:
-    return lambda: source.eval_iterator(config, process_index=process_index,
-                                        process_count=process_count)
   eval_split = _splits(config, source)[1]
   share = source.eval_share(eval_split, process_index, process_count)
   num_batches = math.ceil(source.split_size(eval_split) / config.eval_batch_size)

@@ -10,7 +10,8 @@ class with `@register("name")`; see docs/extending.md.
 Sources that need no tf.data (prepared data, fake data made on the device)
 override `train_iterator` / `eval_iterator`; the others give records and a
 `load` function and get the shared tf.data pipeline of
-`alexnet_jax.data.pipeline`.
+`alexnet_jax.data.pipeline`. This module imports TensorFlow only when a
+tf.data source asks for seeds, so runs on the former never load it.
 """
 
 from __future__ import annotations
@@ -18,10 +19,9 @@ from __future__ import annotations
 import dataclasses
 import importlib
 import logging
+import pkgutil
 import re
 from typing import Callable
-
-import tensorflow as tf
 
 # Domain tags keep the seeds of the different random streams apart.
 SHUFFLE_TAG = 1
@@ -35,12 +35,14 @@ VALIDATION_SPLITS = ("validation", "val", "test")
 
 def derived_seed(config_seed, tag, index):
   """A [2] int64 seed for (config.seed, stream tag, index), usable inside graphs."""
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
   base = tf.constant([config_seed, tag], tf.int64)
   return tf.random.experimental.stateless_fold_in(base, tf.cast(index, tf.int64))
 
 
 def epoch_order(n, config_seed, epoch):
   """The permutation of range(n) that epoch `epoch` visits."""
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
   seed = derived_seed(config_seed, SHUFFLE_TAG, epoch)
   return tf.random.experimental.stateless_shuffle(tf.range(n, dtype=tf.int64), seed)
 
@@ -125,27 +127,38 @@ def register(name: str):
   return wrap
 
 
-def registered() -> tuple[str, ...]:
-  return tuple(sorted(_REGISTRY))
+def source_class(name: str) -> type:
+  """The class registered as `name`; unregistered names are TFDS datasets.
 
-
-def _import_sources() -> None:
-  """Imports every module of alexnet_jax.data, so each @register runs.
-
-  A new source is one new module in this package; nothing else lists it.
+  The TensorFlow-free sources (fake, prepared) register when the package is
+  imported. Any other name imports every module of alexnet_jax.data, so each
+  @register runs: a new source is one new module in this package, and
+  nothing else lists it.
   """
-  import pkgutil  # pylint: disable=g-import-not-at-top
-  from alexnet_jax import data  # pylint: disable=g-import-not-at-top
+  if name not in _REGISTRY:
+    _import_every_source()
+  if name in _REGISTRY:
+    return _REGISTRY[name]
+  from alexnet_jax.data import tfds_source  # pylint: disable=g-import-not-at-top
+  return tfds_source.TfdsSource
+
+
+def _import_every_source() -> None:
+  from alexnet_jax import data, runtime  # pylint: disable=g-import-not-at-top
+  runtime.hide_accelerators_from_tensorflow()  # The tf.data sources import TensorFlow.
   for module in pkgutil.iter_modules(data.__path__):
     importlib.import_module(f"alexnet_jax.data.{module.name}")
 
 
+def registered() -> tuple[str, ...]:
+  """Names of every registered source (imports the whole package to find them)."""
+  _import_every_source()
+  return tuple(sorted(_REGISTRY))
+
+
 def create(config) -> Source:
   """The source config.dataset names; unregistered names are TFDS datasets."""
-  _import_sources()
-  from alexnet_jax.data import tfds_source  # pylint: disable=g-import-not-at-top
-  cls = _REGISTRY.get(config.dataset, tfds_source.TfdsSource)
-  return cls(config)
+  return source_class(config.dataset)(config)
 
 
 # ----------------------------------------------------------------------------

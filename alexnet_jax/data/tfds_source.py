@@ -27,8 +27,11 @@ import numpy as np
 import tensorflow as tf
 import tensorflow_datasets as tfds
 
+from alexnet_jax import runtime
 from alexnet_jax.data import sklearn_digits  # noqa: F401  (registers the builder)
 from alexnet_jax.data import sources
+
+runtime.quiet_tfds(tfds)
 
 # The most shards merged per epoch, and the fewest examples per shard (below
 # that the shuffle buffer already mixes well).
