@@ -107,11 +107,38 @@ def _os_error(error: BaseException | None) -> OSError | None:
   return None
 
 
+def _write_replicated_arrays_once() -> None:
+  """Single-process jobs write each replicated array from one replica.
+
+  Orbax's default splits a replicated array over its replicas so that several
+  hosts share the writing. In a single process every replica lives here, so
+  the split only adds a slice program to compile for each array shape: 0.8 of
+  the 4.7 CPU-seconds of a 4-step `default:tiny` run on a 2-core CPU machine.
+  The files written are the same. Orbax keeps its type handlers in one
+  process-wide registry, so this is set there, once.
+  """
+  global _single_writer
+  if _single_writer or jax.process_count() != 1:
+    return
+  # Orbax's own default store of per-array metadata (pinned orbax-checkpoint 0.12.8).
+  from orbax.checkpoint._src.metadata import array_metadata_store  # pylint: disable=g-import-not-at-top
+  ocp.type_handlers.register_type_handler(
+      jax.Array, ocp.type_handlers.ArrayHandler(
+          use_replica_parallel=False, array_metadata_store=array_metadata_store.Store()),
+      override=True)
+  _single_writer = True
+
+
+_single_writer = False
+
+
 class Checkpointer:
   """A thin policy layer over `ocp.CheckpointManager` for this project's items."""
 
   def __init__(self, directory: str, *, keep: int = 3, async_save: bool = True,
                read_only: bool = False):
+    if not read_only:
+      _write_replicated_arrays_once()
     self.directory = absolute(directory)
     self._read_only = read_only
     self._last_started = None
