@@ -1,45 +1,41 @@
 """Shared by the inference, predict, export and notebook tests: one tiny trained run.
 
 Training is the slow part of these tests, so `trained_digits` runs it once per
-pytest process (cached on its arguments) and every module's fixture reuses the
-workdir. The run is the real quickstart (the `small` AlexNet on scikit-learn's
-digits, a real dataset that builds offline) cut to 8 steps, on 8 simulated
-devices, with checkpoints at steps 4 and 8 and an eval at step 8.
+test session: the pytest-xdist workers share the run through a directory they
+all see, and a file lock makes the second worker wait for the first. The run
+is the real quickstart (the `small` AlexNet on scikit-learn's digits, a real
+dataset that builds offline) cut to 8 steps, on 8 simulated devices, with
+checkpoints at steps 4 and 8 and an eval at step 8.
 """
 
-import functools
+import fcntl
 import os
 import pathlib
-import subprocess
-import sys
 
 import numpy as np
+
+from tests.helpers import run_main
 
 REPO_ROOT = pathlib.Path(__file__).resolve().parents[1]
 TRAIN_STEPS = 8
 
 
-def run_main(workdir, *overrides, config, devices, timeout=600):
-  env = dict(os.environ)
-  env["XLA_FLAGS"] = f"--xla_force_host_platform_device_count={devices}"
-  env.pop("ALEXNET_JAX_INJECT_FAULT", None)
-  cmd = [sys.executable, "main.py", f"--config={config}", f"--workdir={workdir}", *overrides]
-  proc = subprocess.run(cmd, cwd=REPO_ROOT, env=env, capture_output=True, text=True,
-                        timeout=timeout)
-  if proc.returncode != 0:
-    raise RuntimeError(f"Training run failed ({' '.join(cmd)}):\n{proc.stderr[-4000:]}")
-  return str(workdir)
-
-
-@functools.lru_cache(maxsize=None)
-def trained_digits(root: str, tfds_data_dir: str) -> str:
+def trained_digits(basetemp: str, tfds_data_dir: str) -> str:
   """Workdir of an 8-step quickstart run on 8 devices (checkpoints at 4 and 8)."""
-  return run_main(
-      pathlib.Path(root) / "digits_run",
-      f"--config.num_train_steps={TRAIN_STEPS}", "--config.eval_every_steps=8",
-      "--config.checkpoint_every_steps=4", "--config.log_every_steps=4",
-      f"--config.tfds_data_dir={tfds_data_dir}",
-      config="configs/quickstart.py", devices=8)
+  shared = pathlib.Path(basetemp)
+  if os.environ.get("PYTEST_XDIST_WORKER"):  # basetemp is .../popen-gwN; its parent is shared.
+    shared = shared.parent
+  workdir = shared / "digits_run"
+  with open(shared / "digits_run.lock", "w") as lock:
+    fcntl.flock(lock, fcntl.LOCK_EX)
+    if not (workdir / "done.json").exists():
+      proc = run_main(workdir, f"--config.num_train_steps={TRAIN_STEPS}",
+                      "--config.eval_every_steps=8", "--config.checkpoint_every_steps=4",
+                      "--config.log_every_steps=4", f"--config.tfds_data_dir={tfds_data_dir}",
+                      config="configs/quickstart.py", devices=8, timeout=600)
+      if proc.returncode != 0:
+        raise RuntimeError(f"Training the shared digits run failed:\n{proc.stderr[-4000:]}")
+  return str(workdir)
 
 
 def digits_test_images(n):

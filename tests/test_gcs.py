@@ -60,18 +60,24 @@ TRAIN = ["-m", "alexnet_jax", "--config=default:tiny", "--config.num_train_steps
          "--config.model.dropout_rate=0.5"]
 
 
-def test_train_kill_resume_on_gcs_is_bitwise_the_uninterrupted_run(gcs, tmp_path):
-  bucket = f"gs://{gcs.bucket}"
-  proc = _run([*TRAIN, f"--workdir={bucket}/straight"], tmp_path)
+@pytest.fixture(scope="module")
+def straight(gcs, tmp_path_factory):
+  """A finished 6-step run in the bucket (the reference of the kill test, read by predict)."""
+  workdir = f"gs://{gcs.bucket}/straight"
+  proc = _run([*TRAIN, f"--workdir={workdir}"], tmp_path_factory.mktemp("straight"))
   assert proc.returncode == 0, proc.stderr[-3000:]
+  return workdir
+
+
+def test_train_kill_resume_on_gcs_is_bitwise_the_uninterrupted_run(gcs, straight, tmp_path):
+  bucket = f"gs://{gcs.bucket}"
   proc = _run([*TRAIN, f"--workdir={bucket}/killed"], tmp_path, fault="sigkill@step:5")
   assert proc.returncode == -9
   proc = _run([*TRAIN, f"--workdir={bucket}/killed"], tmp_path)
   assert proc.returncode == 0, proc.stderr[-3000:]
   # Step 4's checkpoint may still have been uploading at the kill: then step 2.
   assert re.search(r"Resumed from step [24] ", proc.stderr), proc.stderr[-3000:]
-  (step_a, params_a), (step_b, params_b) = _params(f"{bucket}/straight"), _params(
-      f"{bucket}/killed")
+  (step_a, params_a), (step_b, params_b) = _params(straight), _params(f"{bucket}/killed")
   assert step_a == step_b == 6
   assert_bitwise_equal(params_a, params_b)
   objects = gcs.objects("killed/")
@@ -85,12 +91,9 @@ def test_train_kill_resume_on_gcs_is_bitwise_the_uninterrupted_run(gcs, tmp_path
   assert not (tmp_path / "gs:").exists() and not (REPO_ROOT / "gs:").exists()
 
 
-def test_predict_from_the_bucket_in_a_fresh_process(gcs, tmp_path, flowers):
-  bucket = f"gs://{gcs.bucket}"
-  proc = _run([*TRAIN, f"--workdir={bucket}/predict"], tmp_path)
-  assert proc.returncode == 0, proc.stderr[-3000:]
+def test_predict_from_the_bucket_in_a_fresh_process(straight, tmp_path, flowers):
   image = sorted(flowers.glob("val/*/*.jpg"))[0]
-  proc = _run(["-m", "alexnet_jax.predict", f"--workdir={bucket}/predict", "--top_k=3",
+  proc = _run(["-m", "alexnet_jax.predict", f"--workdir={straight}", "--top_k=3",
                str(image)], tmp_path)
   assert proc.returncode == 0, proc.stderr[-3000:]
   lines = proc.stdout.strip().splitlines()

@@ -23,6 +23,7 @@ from alexnet_jax import inference
 from alexnet_jax import data
 from alexnet_jax import metrics as metrics_lib
 from tests import inference_testlib as testlib
+from tests.helpers import run_main
 
 
 @pytest.fixture(scope="module")
@@ -148,8 +149,9 @@ def test_restores_8_device_checkpoint_on_1_device(predictor, workdir, tmp_path):
 
 @pytest.mark.slow
 def test_restores_1_device_checkpoint_on_8_devices(tmp_path):
-  workdir = testlib.run_main(tmp_path / "one_device", config="configs/default.py:tiny",
-                             devices=1)
+  workdir = str(tmp_path / "one_device")
+  proc = run_main(workdir, config="configs/default.py:tiny", devices=1)
+  assert proc.returncode == 0, proc.stderr[-3000:]
   loaded = inference.load(workdir)
   assert loaded.step == 4 and loaded.num_classes == 10
   leaves = jax.tree.leaves(loaded.params)
