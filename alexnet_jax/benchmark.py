@@ -137,8 +137,9 @@ class EvalStep:
     abstract = jax.tree.map(lambda s: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=sharding),
                             jax.eval_shape(init))
     start = time.perf_counter()
-    self.compiled = step.lower(abstract, steps.abstract_batch(config, self.mesh,
-                                                              eval_batch=True)).compile()
+    self.compiled = step.lower(abstract, steps.abstract_batch(config, self.mesh, eval_batch=True),
+                               steps.abstract_eval_totals(self.mesh)).compile()
+    self.totals = lambda: steps.eval_totals(self.mesh)
     self.compile_s = time.perf_counter() - start
     self.memory_mib = _xla_memory_mib(self.compiled)
     self.params = jax.jit(init, out_shardings=sharding)()
@@ -146,8 +147,10 @@ class EvalStep:
   def run(self, batches, count: int) -> float:
     import jax  # pylint: disable=g-import-not-at-top
     start = time.perf_counter()
-    out = [self.compiled(self.params, next(batches)) for _ in range(count)]
-    jax.block_until_ready(out)
+    totals = self.totals()
+    for _ in range(count):
+      totals = self.compiled(self.params, next(batches), totals)
+    jax.block_until_ready(totals)
     return (time.perf_counter() - start) / count
 
 

@@ -52,13 +52,21 @@ def topk_correct(scores, labels, k: int):
   return jnp.any(top == labels[:, None], axis=-1).astype(jnp.float32)
 
 
+EVAL_SUM_KEYS = ("loss_sum", "top1_sum", "top5_sum", "count")
+
+
+def empty_eval_sums() -> dict:
+  """The running totals of an eval pass before its first batch."""
+  return {key: jnp.float32(0.0) for key in EVAL_SUM_KEYS}
+
+
 def eval_sums(log_probs, labels, mask):
   """(sum, count) metrics of a padded batch: padding (mask False) counts nowhere."""
   mask = mask.astype(jnp.float32)
   nll = -jnp.take_along_axis(log_probs, labels[:, None], axis=-1)[:, 0]
-  return {
-      "loss_sum": (nll * mask).sum(),
-      "top1_sum": (topk_correct(log_probs, labels, 1) * mask).sum(),
-      "top5_sum": (topk_correct(log_probs, labels, 5) * mask).sum(),
-      "count": mask.sum(),
-  }
+  return dict(zip(EVAL_SUM_KEYS, (
+      (nll * mask).sum(),
+      (topk_correct(log_probs, labels, 1) * mask).sum(),
+      (topk_correct(log_probs, labels, 5) * mask).sum(),
+      mask.sum(),
+  )))

@@ -178,27 +178,46 @@ def make_train_step(model, tx, learning_rate_fn: Callable, config, mesh, abstrac
 
 def make_eval_step(model, config, mesh, abstract_params=None,
                    device_crops: Callable | None = None):
-  """Returns jitted `(params, batch) -> sums` over a padded, masked batch.
+  """Returns jitted `(params, batch, totals) -> totals` over a padded, masked batch.
+
+  `totals` are an eval pass's running sums (`eval_totals(mesh)` before the
+  first batch), donated. Adding them inside the step makes each step depend
+  on the one before, so a device runs an eval pass's steps in order:
+  independent steps may run at once on XLA:CPU's thread pool, and two of them
+  waiting in their all-reduce for a device with no thread left deadlock
+  (seen with 2 simulated devices on 2 cores).
 
   With 10 crops ([B, 10, S, S, 3]) the softmax outputs are averaged, as in the
   paper. `device_crops(images)` cuts the crops on the device (prepared data).
   """
   net = step_model(model, mesh)
 
-  def per_device(params, batch):
+  def per_device(params, batch, totals):
     images = batch["image"] if device_crops is None else device_crops(batch["image"])
     log_probs = evaluation.model_log_probabilities(net, params, images, config.mean_rgb,
                                                    config.std_rgb)
-    return lax.psum(evaluation.eval_sums(log_probs, batch["label"], batch["mask"]), DATA_AXIS)
+    sums = lax.psum(evaluation.eval_sums(log_probs, batch["label"], batch["mask"]), DATA_AXIS)
+    return jax.tree.map(jnp.add, totals, sums)
 
   param_specs = P()
   if num_towers(mesh) > 1:
     if abstract_params is None:
       raise ValueError("Tower parallelism needs abstract_params to lay out the params.")
     param_specs = towers_lib.partition_specs(abstract_params)
-  sharded = jax.shard_map(per_device, mesh=mesh, in_specs=(param_specs, P(DATA_AXIS)),
+  sharded = jax.shard_map(per_device, mesh=mesh, in_specs=(param_specs, P(DATA_AXIS), P()),
                           out_specs=P(), check_vma=False)
-  return jax.jit(sharded, compiler_options=_compiler_options(model))
+  return jax.jit(sharded, donate_argnums=(2,), compiler_options=_compiler_options(model))
+
+
+def eval_totals(mesh) -> dict[str, jax.Array]:
+  """Zero running sums of an eval pass, replicated on the mesh (the eval step's `totals`)."""
+  return jax.device_put(evaluation.empty_eval_sums(), parallel.replicated(mesh))
+
+
+def abstract_eval_totals(mesh):
+  return jax.tree.map(
+      lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=parallel.replicated(mesh)),
+      jax.eval_shape(evaluation.empty_eval_sums))
 
 
 def make_plateau_step(config):

@@ -161,7 +161,8 @@ class _Run:
                                      device_crops=eval_crops)
     self.eval_step, eval_seconds = steps.compile_ahead_of_time(
         eval_step, self.abstract_state.params,
-        steps.abstract_batch(config, mesh, eval_batch=True, stored_size=stored), name="eval step")
+        steps.abstract_batch(config, mesh, eval_batch=True, stored_size=stored),
+        steps.abstract_eval_totals(mesh), name="eval step")
     self.compile_seconds += eval_seconds
     self.plateau_step = steps.make_plateau_step(config)
 
@@ -191,12 +192,12 @@ class _Run:
   def evaluate(self, state, step):
     from alexnet_jax import data  # pylint: disable=g-import-not-at-top
     start = time.perf_counter()
-    total = None
+    total, num_batches = steps.eval_totals(self.mesh), 0
     for batch in parallel.prefetch_to_mesh(data.create_eval_iterator(self.config), self.mesh,
                                            size=self.config.prefetch_batches):
-      sums = self.eval_step(state.params, batch)
-      total = sums if total is None else jax.tree.map(jnp.add, total, sums)
-    if total is None:
+      total = self.eval_step(state.params, batch, total)
+      num_batches += 1
+    if not num_batches:
       raise RuntimeError(f"The eval split {self.config.eval_split!r} of "
                          f"{self.config.dataset!r} is empty.")
     decays = int(jax.device_get(state.plateau.num_decays))

@@ -279,7 +279,8 @@ def test_train_and_eval_steps_follow_model_cpu_kernels():
     compiled = step.lower(state, steps.abstract_window(mesh),
                           steps.abstract_batch(config, mesh)).compile()
     compiled_eval = eval_step.lower(state.params,
-                                    steps.abstract_batch(config, mesh, eval_batch=True)).compile()
+                                    steps.abstract_batch(config, mesh, eval_batch=True),
+                                    steps.abstract_eval_totals(mesh)).compile()
     counts[setting] = (_convolutions_on_ynnpack(compiled.as_text()),
                        _convolutions_on_ynnpack(compiled_eval.as_text()))
   assert counts["on"] == (0, 0)

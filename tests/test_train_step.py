@@ -103,7 +103,8 @@ def test_eval_step_masks_padding_exactly(crops):
     rng = np.random.default_rng(0)
     batch["image"] = rng.integers(0, 256, (16, 10, 16, 16, 3), dtype=np.uint8)
   step = steps.make_eval_step(model, config, mesh)
-  sums = jax.device_get(step(parallel.replicate(params, mesh), parallel.to_global(batch, mesh)))
+  sums = jax.device_get(step(parallel.replicate(params, mesh), parallel.to_global(batch, mesh),
+                             steps.eval_totals(mesh)))
 
   # Hand computation on the host, real examples only.
   images = batch["image"].reshape((-1, 16, 16, 3)).astype(np.float32)
@@ -121,3 +122,8 @@ def test_eval_step_masks_padding_exactly(crops):
   assert sums["top1_sum"] == (p.argmax(-1) == labels).sum()
   top5 = np.argsort(-p, axis=-1)[:, :5]
   assert sums["top5_sum"] == sum(l in t for l, t in zip(labels, top5))
+  # The totals run through the step: a second batch adds to the first.
+  replicated, placed = parallel.replicate(params, mesh), parallel.to_global(batch, mesh)
+  twice = jax.device_get(step(replicated, placed, step(replicated, placed, steps.eval_totals(mesh))))
+  for key, value in sums.items():
+    np.testing.assert_allclose(twice[key], 2 * value, rtol=1e-6)
