@@ -36,6 +36,14 @@ def tfds_data_dir(tmp_path_factory):
 
 
 @pytest.fixture(scope="session")
+def finished_tiny_run(tmp_path_factory):
+  """`main.py --config=default:tiny` on 2 devices (fake data, 4 steps, checkpoints at 2 and
+  4), trained once per session. Read it, or copy it before changing it."""
+  from tests.helpers import shared_run  # pylint: disable=g-import-not-at-top
+  return shared_run(tmp_path_factory.getbasetemp(), "finished_tiny_run")
+
+
+@pytest.fixture(scope="session")
 def prepared_digits(tmp_path_factory, tfds_data_dir):
   """The offline digits prepared at the `default:tiny` config's size (36 px, 10 classes)."""
   from alexnet_jax import config_lib, prepare  # pylint: disable=g-import-not-at-top

@@ -5,7 +5,9 @@
 optional injected fault; `final_params` reads back what a run saved.
 """
 
+import fcntl
 import os
+import pathlib
 import subprocess
 import sys
 import textwrap
@@ -67,6 +69,26 @@ def run_main(workdir, *overrides, config=TINY, fault=None, timeout=300, devices=
   cmd = [sys.executable, "main.py", f"--config={config}", f"--workdir={workdir}", *overrides]
   return subprocess.run(cmd, cwd=REPO_ROOT, env=child_env(devices, fault), capture_output=True,
                         text=True, timeout=timeout)
+
+
+def shared_run(basetemp, name, *overrides, **run_main_kwargs) -> pathlib.Path:
+  """A finished `run_main` that the whole test session shares; copy it before changing it.
+
+  Under pytest-xdist the workers' base directories (.../popen-gwN) share a
+  parent, so the first worker to ask trains and the others wait on a file lock
+  and reuse the run.
+  """
+  shared = pathlib.Path(basetemp)
+  if os.environ.get("PYTEST_XDIST_WORKER"):
+    shared = shared.parent
+  workdir = shared / name
+  with open(shared / f"{name}.lock", "w") as lock:
+    fcntl.flock(lock, fcntl.LOCK_EX)
+    if not (workdir / "done.json").exists():
+      proc = run_main(workdir, *overrides, **run_main_kwargs)
+      if proc.returncode != 0:
+        raise RuntimeError(f"The shared run {name!r} failed:\n{proc.stderr[-4000:]}")
+  return workdir
 
 
 def final_params(workdir):

@@ -1,20 +1,17 @@
 """Shared by the inference, predict, export and notebook tests: one tiny trained run.
 
 Training is the slow part of these tests, so `trained_digits` runs it once per
-test session: the pytest-xdist workers share the run through a directory they
-all see, and a file lock makes the second worker wait for the first. The run
+test session (`helpers.shared_run`: the pytest-xdist workers share it). The run
 is the real quickstart (the `small` AlexNet on scikit-learn's digits, a real
 dataset that builds offline) cut to 8 steps, on 8 simulated devices, with
 checkpoints at steps 4 and 8 and an eval at step 8.
 """
 
-import fcntl
-import os
 import pathlib
 
 import numpy as np
 
-from tests.helpers import run_main
+from tests.helpers import shared_run
 
 REPO_ROOT = pathlib.Path(__file__).resolve().parents[1]
 TRAIN_STEPS = 8
@@ -22,20 +19,10 @@ TRAIN_STEPS = 8
 
 def trained_digits(basetemp: str, tfds_data_dir: str) -> str:
   """Workdir of an 8-step quickstart run on 8 devices (checkpoints at 4 and 8)."""
-  shared = pathlib.Path(basetemp)
-  if os.environ.get("PYTEST_XDIST_WORKER"):  # basetemp is .../popen-gwN; its parent is shared.
-    shared = shared.parent
-  workdir = shared / "digits_run"
-  with open(shared / "digits_run.lock", "w") as lock:
-    fcntl.flock(lock, fcntl.LOCK_EX)
-    if not (workdir / "done.json").exists():
-      proc = run_main(workdir, f"--config.num_train_steps={TRAIN_STEPS}",
-                      "--config.eval_every_steps=8", "--config.checkpoint_every_steps=4",
-                      "--config.log_every_steps=4", f"--config.tfds_data_dir={tfds_data_dir}",
-                      config="configs/quickstart.py", devices=8, timeout=600)
-      if proc.returncode != 0:
-        raise RuntimeError(f"Training the shared digits run failed:\n{proc.stderr[-4000:]}")
-  return str(workdir)
+  return str(shared_run(basetemp, "digits_run", f"--config.num_train_steps={TRAIN_STEPS}",
+                        "--config.eval_every_steps=8", "--config.checkpoint_every_steps=4",
+                        "--config.log_every_steps=4", f"--config.tfds_data_dir={tfds_data_dir}",
+                        config="configs/quickstart.py", devices=8, timeout=600))
 
 
 def digits_test_images(n):

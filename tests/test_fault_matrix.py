@@ -4,8 +4,8 @@ One parametrised test, one case per row of the README's reliability table. Each
 case damages or disturbs a real run (a real CLI process, real files, real
 signals, real mounts) and asserts two things: what the user is told, and that
 nothing already on disk was lost. Cases that need a finished run start from a
-copy of one trained once per module (`default:tiny`, 4 steps, checkpoints at
-steps 2 and 4).
+copy of one trained once per session (`finished_tiny_run`: `default:tiny`, 4
+steps, checkpoints at steps 2 and 4).
 """
 
 import json
@@ -26,18 +26,10 @@ from tests.helpers import child_env, final_params, run_main
 TRAINED_STEPS = [2, 4]
 
 
-@pytest.fixture(scope="module")
-def trained(tmp_path_factory):
-  workdir = tmp_path_factory.mktemp("trained") / "run"
-  proc = run_main(workdir)
-  assert proc.returncode == 0, proc.stderr[-3000:]
-  return workdir
-
-
 @pytest.fixture
-def run_copy(trained, tmp_path):
+def run_copy(finished_tiny_run, tmp_path):
   target = tmp_path / "run"
-  shutil.copytree(trained, target)
+  shutil.copytree(finished_tiny_run, target)
   return target
 
 

@@ -8,6 +8,7 @@ mounts), and configs go through the same validation the CLI uses.
 import json
 import logging
 import os
+import shutil
 import signal
 import subprocess
 
@@ -122,15 +123,15 @@ def test_checkpoint_of_another_class_count_names_the_shapes(tmp_path):
 
 
 @pytest.mark.slow
-def test_resuming_with_another_variant_is_a_clear_error(tmp_path):
+def test_resuming_with_another_variant_is_a_clear_error(tmp_path, finished_tiny_run):
   workdir = tmp_path / "run"
-  assert run_main(workdir, "--config.num_train_steps=2").returncode == 0
-  proc = run_main(workdir, "--config.num_train_steps=4", "--config.num_classes=5",
+  shutil.copytree(finished_tiny_run, workdir)
+  proc = run_main(workdir, "--config.num_train_steps=6", "--config.num_classes=5",
                   "--config.allow_config_change=True")
   assert proc.returncode != 0
   assert "does not fit this model" in proc.stderr
   assert "['fc5']['kernel']: model expects (192, 5), checkpoint has (192, 10)" in proc.stderr
-  assert final_params(str(workdir))[0] == 2
+  assert final_params(str(workdir))[0] == 4
 
 
 # ---------------------------------------------------------------- full disk

@@ -20,7 +20,7 @@ import pytest
 from alexnet_jax import sweep
 from alexnet_jax import workdir as workdir_lib
 from tests.conftest import REPO_ROOT
-from tests.helpers import child_env, final_params, max_rel_diff, run_main, write_sweep
+from tests.helpers import child_env, final_params, max_rel_diff, write_sweep
 
 SCRIPTS = REPO_ROOT / "tests" / "slurm"
 pytestmark = [pytest.mark.slurm, pytest.mark.slow]
@@ -137,24 +137,21 @@ def test_cancelled_array_task_resumes_when_resubmitted(slurm, tmp_path):
   assert steps == sorted(set(steps)) and steps[-1] == 400  # one run, no step twice
 
 
-def test_srun_two_tasks_match_one_process(slurm, tmp_path):
+def test_srun_two_tasks_match_one_process(slurm, tmp_path, finished_tiny_run):
   """`srun -n 2 python -m alexnet_jax --auto_distributed`: jax.distributed reads SLURM's
   environment; two one-device processes end where one process with two devices does."""
-  # Fake data: what is tested is SLURM's environment reaching jax.distributed (the
-  # data sources' process-count invariance has tests of its own).
-  overrides = ["--config.num_train_steps=4", "--config.batch_size=8",
-               "--config.eval_batch_size=8"]
+  # default:tiny, as `finished_tiny_run` (1 process, 2 devices): what is tested is SLURM's
+  # environment reaching jax.distributed (the data sources' process-count invariance
+  # has tests of its own).
   two = tmp_path / "srun"
   cmd = ["srun", "--ntasks=2", "--cpus-per-task=1", "--time=10", "--kill-on-bad-exit=1",
          sys.executable, "-m", "alexnet_jax", "--config=default:tiny", f"--workdir={two}",
-         "--auto_distributed", *overrides]
+         "--auto_distributed"]
   proc = subprocess.run(cmd, cwd=REPO_ROOT, env=_env(), capture_output=True, text=True,
                         timeout=300)
   assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-4000:]
   assert "JAX process 0 of 2; 1 local / 2 global devices" in proc.stderr, proc.stderr[-3000:]
-  one = run_main(tmp_path / "one", *overrides, config="default:tiny", devices=2)
-  assert one.returncode == 0, one.stderr[-3000:]
   step_a, params_a, _ = final_params(str(two))
-  step_b, params_b, _ = final_params(str(tmp_path / "one"))
+  step_b, params_b, _ = final_params(str(finished_tiny_run))
   assert step_a == step_b == 4
   assert max_rel_diff(params_a, params_b) < 1e-5
