@@ -77,17 +77,19 @@ def shape_differences(expected, stored) -> list[str]:
   return diffs
 
 
-class _DropReadOnlyNotice(logging.Filter):
-  _NOTICES = ("Given directory is read only", "CheckpointManagerOptions.read_only=True")
+class _DropExpectedNotices(logging.Filter):
+  _NOTICES = ("Given directory is read only", "CheckpointManagerOptions.read_only=True",
+              "Type handler registry type")
 
   def filter(self, record):
     return not str(record.msg).startswith(self._NOTICES)
 
 
 @contextlib.contextmanager
-def _without_read_only_notice():
-  """Orbax warns whenever a checkpoint is opened read-only; for us that is the normal case."""
-  drop = _DropReadOnlyNotice()
+def _without_expected_notices():
+  """Orbax warns whenever a checkpoint is opened read-only (for us the normal case) and
+  when a type handler is replaced (ours, on purpose: `_write_replicated_arrays_once`)."""
+  drop = _DropExpectedNotices()
   logger = logging.getLogger("absl")
   logger.addFilter(drop)
   try:
@@ -122,10 +124,11 @@ def _write_replicated_arrays_once() -> None:
     return
   # Orbax's own default store of per-array metadata (pinned orbax-checkpoint 0.12.8).
   from orbax.checkpoint._src.metadata import array_metadata_store  # pylint: disable=g-import-not-at-top
-  ocp.type_handlers.register_type_handler(
-      jax.Array, ocp.type_handlers.ArrayHandler(
-          use_replica_parallel=False, array_metadata_store=array_metadata_store.Store()),
-      override=True)
+  with _without_expected_notices():
+    ocp.type_handlers.register_type_handler(
+        jax.Array, ocp.type_handlers.ArrayHandler(
+            use_replica_parallel=False, array_metadata_store=array_metadata_store.Store()),
+        override=True)
   _single_writer = True
 
 
@@ -152,7 +155,7 @@ class Checkpointer:
     handlers = {"params": ocp.StandardCheckpointHandler(),
                 "opt_state": ocp.StandardCheckpointHandler(),
                 "meta": ocp.JsonCheckpointHandler()}
-    with _without_read_only_notice():
+    with _without_expected_notices():
       options = ocp.CheckpointManagerOptions(
           preservation_policy=policy, enable_async_checkpointing=async_save,
           create=not read_only, read_only=read_only, cleanup_tmp_directories=not read_only)
