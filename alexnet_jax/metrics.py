@@ -44,7 +44,23 @@ def _to_python(value):
   return value.item() if value.ndim == 0 else value.tolist()
 
 
-class JsonlWriter:
+class Writer:
+  """What the loop calls on a writer; a writer overrides what it records."""
+
+  def write_scalars(self, step: int, scalars: Mapping[str, Any]):
+    pass
+
+  def write_hparams(self, hparams):
+    pass
+
+  def flush(self):
+    pass
+
+  def close(self):
+    pass
+
+
+class JsonlWriter(Writer):
   """Appends scalars to a JSON-lines file, one line per `write_scalars` call.
 
   The machine-readable record of a run: sweeps and notebooks read it without
@@ -70,21 +86,9 @@ class JsonlWriter:
           text = ""
         self._path.write_text(text + line)
 
-  def write_hparams(self, hparams):
-    pass  # config.json holds them.
 
-  def flush(self):
-    pass
-
-  def close(self):
-    pass
-
-
-class ConsoleWriter(JsonlWriter):
+class ConsoleWriter(Writer):
   """One short line per write on the log: `step 120  train_loss 1.23  train_top1 0.45 ...`."""
-
-  def __init__(self):  # pylint: disable=super-init-not-called
-    pass
 
   def write_scalars(self, step, scalars):
     parts = [f"{k} {_to_python(v):.4g}" if isinstance(_to_python(v), float)
@@ -92,7 +96,7 @@ class ConsoleWriter(JsonlWriter):
     logging.info("step %d  %s", step, "  ".join(parts))
 
 
-class TensorBoardWriter(JsonlWriter):
+class TensorBoardWriter(Writer):
   """Scalars and hyperparameters in a TensorBoard event file, written without TensorFlow.
 
   Scalars are written as `tf.summary.scalar` writes them (a float32 tensor
@@ -101,7 +105,7 @@ class TensorBoardWriter(JsonlWriter):
   and uploaded whole at each flush, since objects cannot be appended to.
   """
 
-  def __init__(self, logdir):  # pylint: disable=super-init-not-called
+  def __init__(self, logdir):
     # Imported here: only process 0 writes events.
     from tensorboard.compat.proto import event_pb2  # pylint: disable=g-import-not-at-top
     from tensorboard.summary.writer import record_writer  # pylint: disable=g-import-not-at-top
