@@ -231,5 +231,6 @@ def summarize_eval(sums: Mapping[str, Any], prefix: str = "eval") -> dict[str, f
       f"{prefix}_loss": float(sums["loss_sum"]) / safe,
       f"{prefix}_top1": float(sums["top1_sum"]) / safe,
       f"{prefix}_top5": float(sums["top5_sum"]) / safe,
+      f"{prefix}_center_top1": float(sums["center_top1_sum"]) / safe,
       f"{prefix}_examples": int(round(count)),
   }

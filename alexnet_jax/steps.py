@@ -195,7 +195,7 @@ def make_eval_step(model, config, mesh, abstract_params=None,
   def per_device(params, batch, totals):
     images = batch["image"] if device_crops is None else device_crops(batch["image"])
     log_probs = evaluation.model_log_probabilities(net, params, images, config.mean_rgb,
-                                                   config.std_rgb)
+                                                   config.std_rgb, per_crop=True)
     sums = lax.psum(evaluation.eval_sums(log_probs, batch["label"], batch["mask"]), DATA_AXIS)
     return jax.tree.map(jnp.add, totals, sums)
 

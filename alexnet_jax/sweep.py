@@ -104,6 +104,25 @@ def one_at_a_time(*axes: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
   return points
 
 
+@dataclasses.dataclass(frozen=True)
+class Claim:
+  """A paper claim a sweep tests: its arm against the baseline, seed by seed.
+
+  A sweep file that defines `CLAIMS = (Claim(...), ...)` gets a verdict table
+  in `sweep report` (see `sweep_report.CLAIM_METRICS` for the metrics).
+  `arm` holds the overrides that drop the paper's choice (None: the metric is
+  read off the baseline alone); `expect` is the effect's sign if the paper is
+  right; `threshold` is the train top-1 of `epochs_to_train_top1`.
+  """
+  name: str
+  section: str
+  quote: str
+  arm: Mapping[str, Any] | None
+  metric: str
+  expect: int
+  threshold: float | None = None
+
+
 # ----------------------------------------------------------------------------
 # Names and commands.
 # ----------------------------------------------------------------------------

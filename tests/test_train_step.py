@@ -112,11 +112,14 @@ def test_eval_step_masks_padding_exactly(crops):
   logits = np.asarray(model.apply({"params": params}, x, train=False), np.float64)
   probs = np.exp(logits - logits.max(-1, keepdims=True))
   probs /= probs.sum(-1, keepdims=True)
+  # The centre crop alone: crop 4 of the 10 (corners, centre, mirrors), the only crop of 1.
+  center = probs.reshape(16, 10, -1)[:, 4] if crops == 10 else probs
   if crops == 10:
     probs = probs.reshape(16, 10, -1).mean(1)
   real = np.where(mask)[0]
   labels = batch["label"][real]
   p = probs[real]
+  assert sums["center_top1_sum"] == (center[real].argmax(-1) == labels).sum()
   assert sums["count"] == 11
   np.testing.assert_allclose(sums["loss_sum"], -np.log(p[np.arange(11), labels]).sum(), rtol=1e-4)
   assert sums["top1_sum"] == (p.argmax(-1) == labels).sum()
