@@ -17,7 +17,6 @@ written on 8 devices restores on one CPU and vice versa.
 from __future__ import annotations
 
 import contextlib
-import errno
 import logging
 import os
 import shutil
@@ -235,19 +234,12 @@ class Checkpointer:
     which = f"step {self._last_started}" if self._last_started is not None else "a checkpoint"
     if step is not None and step != self._last_started:
       which += f" (noticed when starting step {step})"
-    cause = _os_error(error)
-    if cause is not None and cause.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
-      advice = "Make it writable (or point --workdir elsewhere)"
-    elif cause is not None and cause.errno == errno.ENOENT:
-      advice = "The directory was removed or moved while the run wrote it; restore it"
-    else:
-      advice = "Free disk space (or point --workdir elsewhere)"
-    what = (f"{os.strerror(cause.errno)} (errno {cause.errno})" if cause is not None and
-            cause.errno else f"{type(error).__name__}: {str(error).splitlines()[0][:300]}")
+    cause = _os_error(error) or error  # Quote the OSError behind Orbax's wrappers.
+    what = f"{type(cause).__name__}: {(str(cause).splitlines() or [''])[0][:300]}"
     return CheckpointError(
         f"Saving {which} to {self.directory} failed: {what} ({space}). Complete earlier "
-        f"checkpoints: {intact}. {advice} and rerun the same command to resume from the "
-        "newest of them.")
+        f"checkpoints: {intact}. Fix the cause (or point --workdir elsewhere) and rerun the "
+        "same command to resume from the newest of them.")
 
   def close(self) -> None:
     self._manager.close()

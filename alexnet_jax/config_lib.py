@@ -16,6 +16,7 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import importlib.util
+import inspect
 import os
 import pathlib
 from typing import Any, Callable
@@ -467,12 +468,27 @@ def resolve_path(spec: str) -> str:
       f"{', '.join(shipped_configs())}.")
 
 
+def call_with_arg(fn, arg):
+  """`fn(arg)`, or `fn()` for the plain `def get_config():` of the flax examples.
+
+  A function that takes no argument refuses a non-empty `arg` instead of
+  silently ignoring it.
+  """
+  if inspect.signature(fn).parameters:
+    return fn(arg or None)
+  if arg:
+    raise ValueError(f"{fn.__name__}() takes no argument, but the config was given ':{arg}'.")
+  return fn()
+
+
 def load(spec: str) -> ml_collections.ConfigDict:
-  """`get_config(arg)` of a config given as `NAME_OR_PATH[:ARG]`."""
+  """`get_config(arg)` (or `get_config()`) of a config given as `NAME_OR_PATH[:ARG]`."""
   path, _, arg = spec.partition(":")
   path = resolve_path(path)
   module_spec = importlib.util.spec_from_file_location(
       "alexnet_jax_config_" + pathlib.Path(path).stem, path)
   module = importlib.util.module_from_spec(module_spec)
   module_spec.loader.exec_module(module)
-  return module.get_config(arg or None)
+  if not callable(getattr(module, "get_config", None)):
+    raise ValueError(f"Config file {path} defines no get_config() function.")
+  return call_with_arg(module.get_config, arg)

@@ -82,6 +82,7 @@ from etils import epath  # noqa: E402
 from flax import traverse_util  # noqa: E402
 
 from alexnet_jax import eval_preprocess  # noqa: E402
+from alexnet_jax import workdir as workdir_lib  # noqa: E402
 
 INPUTS = ("uint8", "float")
 PREPROCESS_MODULE = "alexnet_preprocess"
@@ -150,7 +151,9 @@ def export_predictor(predictor, output: str, *, crops: int | None = None,
   if "://" not in os.fspath(output):
     output = epath.Path(os.path.abspath(output))
   output.parent.mkdir(parents=True, exist_ok=True)
-  output.write_bytes(exported.serialize())
+  # Every file goes to a temporary name and is renamed: a killed export leaves
+  # the previous artifact whole.
+  workdir_lib.write_bytes_atomic(output, exported.serialize())
   info = {
       "format": "jax.export",
       "jax_version": jax.__version__,
@@ -179,12 +182,13 @@ def export_predictor(predictor, output: str, *, crops: int | None = None,
   if separate_params:
     buffer = io.BytesIO()
     np.savez(buffer, **flat)
-    (output.parent / (output.name + ".params.npz")).write_bytes(buffer.getvalue())
+    workdir_lib.write_bytes_atomic(output.parent / (output.name + ".params.npz"),
+                                   buffer.getvalue())
     info["params_file"] = output.name + ".params.npz"
-  (output.parent / (output.name + ".json")).write_text(json.dumps(info, indent=2))
+  workdir_lib.write_json_atomic(output.parent / (output.name + ".json"), info)
   # The eval preprocessing in numpy + PIL, for callers without this package.
-  (output.parent / f"{PREPROCESS_MODULE}.py").write_text(
-      epath.Path(eval_preprocess.__file__).read_text())
+  workdir_lib.write_text_atomic(output.parent / f"{PREPROCESS_MODULE}.py",
+                                epath.Path(eval_preprocess.__file__).read_text())
   return info
 
 

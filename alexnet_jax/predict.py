@@ -54,9 +54,9 @@ def main(argv):
   if not paths:
     raise app.UsageError("Give one or more image files after the flags, e.g. "
                          "`python -m alexnet_jax.predict --workdir=DIR cat.jpg`.")
-  missing = [p for p in paths if not epath.Path(p).is_file()]
-  if missing:
-    raise app.UsageError(f"Not a file: {', '.join(missing)}")
+  for path in paths:
+    if why := _not_an_image_file(path):
+      raise SystemExit(f"error: {path} {why}")
   if FLAGS.top_k < 1:
     raise app.UsageError(f"--top_k={FLAGS.top_k} must be >= 1.")
   if FLAGS.batch_size < 1:
@@ -84,6 +84,20 @@ def main(argv):
                      f"{type(e).__name__}: {str(e).splitlines()[0][:200]}") from e
   print(format_predictions(paths, probs, predictor, FLAGS.top_k))
   sys.stdout.flush()
+
+
+def _not_an_image_file(path: str) -> str | None:
+  """Why `path` cannot be read as an image file, or None."""
+  scheme = path.split("://", 1)[0] if "://" in path else None
+  if scheme not in (None, "gs", "s3", "file"):
+    return (f"is a {scheme}:// URL: predict reads local files and gs:// or s3:// paths; "
+            "download it first (e.g. with curl -O).")
+  p = epath.Path(path)
+  if p.is_dir():
+    return "is a directory: give the image files in it (e.g. DIR/*.jpg)."
+  if not p.is_file():
+    return "is not a file."
+  return None
 
 
 def _first_undecodable(predictor, images, paths):

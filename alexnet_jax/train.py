@@ -15,6 +15,7 @@ logging window, while the next step already runs.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import logging
 import os
@@ -31,6 +32,7 @@ from alexnet_jax import faults
 from alexnet_jax import metrics as metrics_lib
 from alexnet_jax import optim
 from alexnet_jax import parallel
+from alexnet_jax import runtime
 from alexnet_jax import steps
 from alexnet_jax import workdir as workdir_lib
 
@@ -108,6 +110,34 @@ def _finished(workdir, total_steps) -> dict | None:
   return dict(done.get("metrics", {}), step=done["step"], already_finished=True)
 
 
+class WindowClock:
+  """Training time of a logging window: wall time less the evals and saves inside it.
+
+  `with clock.paused():` brackets work that is not training. A pause that
+  spans the end of a window (a save flushes the window it interrupts) counts
+  only its part after the window's start, so a window is never charged twice.
+  """
+
+  def __init__(self, now=time.perf_counter):
+    self._now = now
+    self.start, self.paused_seconds = now(), 0.0
+
+  @contextlib.contextmanager
+  def paused(self):
+    begin = self._now()
+    try:
+      yield
+    finally:
+      self.paused_seconds += self._now() - max(begin, self.start)
+
+  def lap(self) -> float:
+    """Seconds trained since the last lap (or creation); starts the next window."""
+    now = self._now()
+    elapsed = now - self.start - self.paused_seconds
+    self.start, self.paused_seconds = now, 0.0
+    return max(elapsed, 1e-9)
+
+
 class _Run:
   """One training run's objects and the named parts of its loop."""
 
@@ -123,8 +153,7 @@ class _Run:
     self.final: dict[str, Any] = {}
     self.best_eval_top1 = -1.0  # Of the checkpoints saved so far (restored on resume).
     self.pending_log = None
-    self.last_log_time = time.perf_counter()
-    self.paused = 0.0  # Seconds of eval and saving inside the current logging window.
+    self.clock = WindowClock()
 
   # ---- state ----
   def restore_or_init(self):
@@ -170,9 +199,7 @@ class _Run:
   def log_window(self, step, window):
     """Writes a logging window's metrics; raises if any of its steps was not finite."""
     window = jax.device_get(window)
-    now = time.perf_counter()
-    elapsed = max(now - self.last_log_time - self.paused, 1e-9)
-    self.last_log_time, self.paused = now, 0.0
+    elapsed = self.clock.lap()
     if window["first_bad_step"] >= 0:
       raise NonFiniteLossError(
           f"Non-finite loss or gradient at step {int(window['first_bad_step'])} (checked at "
@@ -190,6 +217,10 @@ class _Run:
       self.log_window(*pending)
 
   def evaluate(self, state, step):
+    with self.clock.paused():
+      return self._evaluate(state, step)
+
+  def _evaluate(self, state, step):
     from alexnet_jax import data  # pylint: disable=g-import-not-at-top
     start = time.perf_counter()
     total, num_batches = steps.eval_totals(self.mesh), 0
@@ -209,12 +240,14 @@ class _Run:
                    float(jax.device_get(state.plateau.scale)))
     self.writer.write_scalars(step, result)
     self.final.update(result)
-    self.paused += result["eval_time_sec"]
     return state, result
 
   def save(self, state, step, window, *, eval_metrics=None, force=False):
     """Saves `state` once every step up to `step` is known to be finite."""
-    start = time.perf_counter()
+    with self.clock.paused():
+      self._save(state, step, window, eval_metrics=eval_metrics, force=force)
+
+  def _save(self, state, step, window, *, eval_metrics, force):
     self.flush_log()
     bad = int(jax.device_get(window["first_bad_step"]))
     if bad >= 0:
@@ -230,7 +263,6 @@ class _Run:
                    force=force)
     self.writer.flush()  # What is logged up to a checkpoint is on disk with it.
     faults.hit("save", step)
-    self.paused += time.perf_counter() - start
 
 
 def train_and_evaluate(config, workdir: str) -> dict[str, Any]:
@@ -239,15 +271,18 @@ def train_and_evaluate(config, workdir: str) -> dict[str, Any]:
 
   mesh = parallel.create_mesh(model_parallel=config.parallelism.model)
   config_lib.validate(config, num_devices=parallel.data_parallel_size(mesh))
+  if warning := runtime.precision_warning(config.half_precision):
+    logging.warning("%s", warning)
   info = data.dataset_info(config)
   config = data.with_resolved_splits(config, info)
   plan = _plan(config, info)
   logging.info("Data: %s. %d steps per epoch, %d steps.", info.describe(), plan.steps_per_epoch,
                plan.total_steps)
-  workdir_lib.prepare(workdir, config)
+  workdir_lib.check_resumable(workdir, config, info.identity())
   finished = _finished(workdir, plan.total_steps)
-  if finished is not None:
+  if finished is not None:  # Even on a workdir that is read-only now.
     return finished
+  workdir_lib.make_writable(workdir)
   lock = workdir_lib.Lock(workdir, command=f"training {config.model.variant}")
   if jax.process_index() == 0:
     lock.acquire()
@@ -265,9 +300,10 @@ def _train(config, workdir, mesh, info, plan) -> dict[str, Any]:
     workdir_lib.check_free_space(run.ckpt.directory, sum(
         x.size * x.dtype.itemsize for x in jax.tree.leaves(
             (run.abstract_state.params, run.abstract_state.opt_state))))
+  state = run.restore_or_init()  # Refuses a checkpoint that does not fit before any write.
+  if jax.process_index() == 0:
     workdir_lib.clear_done(workdir)
-    workdir_lib.write_config(workdir, config)
-  state = run.restore_or_init()
+    workdir_lib.write_config(workdir, config, info.identity())
   step = start_step = int(jax.device_get(state.step))
   if start_step > plan.total_steps:
     logging.warning("%s holds step %d, past num_train_steps=%d: nothing to train.", workdir,

@@ -1,6 +1,7 @@
 """A run's directory: its files, written whole or not at all, and one writer at a time.
 
     WORKDIR/config.json      the run's config (resolved splits included)
+    WORKDIR/data.json        its data: class names, split sizes, a digest of the examples
     WORKDIR/metrics.jsonl    one JSON object per line (alexnet_jax.metrics)
     WORKDIR/done.json        written once every step is trained and the last evaluated
     WORKDIR/checkpoints/     Orbax (alexnet_jax.checkpoint)
@@ -25,6 +26,7 @@ from typing import Any
 from etils import epath
 
 CONFIG_FILE = "config.json"
+DATA_FILE = "data.json"  # what identifies the data the run trains on (DatasetInfo.identity)
 METRICS_FILE = "metrics.jsonl"
 DONE_FILE = "done.json"
 LOCK_FILE = ".lock"
@@ -43,18 +45,26 @@ def is_local(p) -> bool:
   return "://" not in os.fspath(p)
 
 
-def write_text_atomic(target, text: str) -> None:
-  """Replaces `target` with `text` so that a reader sees the old or the new file, never half."""
+def write_bytes_atomic(target, data: bytes) -> None:
+  """Replaces `target` with `data` so that a reader sees the old or the new file, never half."""
   target = epath.Path(target)
   if not is_local(target):
-    target.write_text(text)  # An object upload is atomic.
+    target.write_bytes(data)  # An object upload is atomic.
     return
   tmp = target.parent / f".{target.name}.tmp.{os.getpid()}"
-  with open(tmp, "w") as f:
-    f.write(text)
-    f.flush()
-    os.fsync(f.fileno())
-  os.replace(tmp, target)
+  try:
+    with open(tmp, "wb") as f:
+      f.write(data)
+      f.flush()
+      os.fsync(f.fileno())
+    os.replace(tmp, target)
+  finally:
+    if os.path.exists(tmp):
+      os.unlink(tmp)
+
+
+def write_text_atomic(target, text: str) -> None:
+  write_bytes_atomic(target, text.encode("utf-8"))
 
 
 def write_json_atomic(target, value: Any) -> None:
@@ -196,15 +206,57 @@ class Lock:
 # ----------------------------------------------------------------------------
 
 
-def prepare(workdir, config) -> None:
-  """Creates the workdir, proves it and checkpoints/ writable, refuses another run's workdir.
+def _changes(old: dict, new: dict, ignore=frozenset()) -> list[str]:
+  """`key: old in the workdir, new now` for every key whose values differ."""
+  return [f"{k}: {_short(old.get(k))} in the workdir, {_short(new.get(k))} now"
+          for k in sorted(old.keys() | new.keys())
+          if k.split(".")[0] not in ignore and old.get(k) != new.get(k)]
 
-  Runs before any compilation. A workdir whose config.json differs from this
-  config in keys other than config_lib.RESUMABLE_KEYS would resume someone
-  else's run with new settings; that needs --config.allow_config_change=True.
+
+def _short(value) -> str:
+  text = repr(value)
+  return text if len(text) <= 200 else text[:197] + "..."
+
+
+def check_resumable(workdir, config, data: dict | None = None) -> None:
+  """Refuses another run's workdir; reads only, so it runs before anything is written.
+
+  A workdir whose config.json differs from this config in keys other than
+  config_lib.RESUMABLE_KEYS would resume someone else's run with new
+  settings; one whose data.json differs from `data` (DatasetInfo.identity:
+  class names, split sizes, a digest of the examples) would resume on other
+  data, e.g. with its labels permuted by a renamed class folder. Both need
+  --config.allow_config_change=True.
   """
   from alexnet_jax import config_lib  # pylint: disable=g-import-not-at-top
   from flax import traverse_util  # pylint: disable=g-import-not-at-top
+  check_utf8_path(workdir, "--workdir")
+  root = path(workdir)
+  config_file, data_file = root / CONFIG_FILE, root / DATA_FILE
+  if config.allow_config_change:
+    return
+  if config_file.exists():
+    stored = config_lib.from_dict(read_json(config_file, "the run's config"))
+    changed = _changes(traverse_util.flatten_dict(config_lib.to_dict(stored), sep="."),
+                       traverse_util.flatten_dict(config_lib.to_dict(config), sep="."),
+                       ignore=config_lib.RESUMABLE_KEYS)
+    if changed:
+      raise WorkdirError(
+          f"The workdir {workdir} holds a run with a different config:\n  "
+          + "\n  ".join(changed) + "\nUse another --workdir, or pass "
+          "--config.allow_config_change=True to resume it with the new values.")
+  if data is not None and data_file.exists():
+    changed = _changes(read_json(data_file, "the run's data identity"), data)
+    if changed:
+      raise WorkdirError(
+          f"The workdir {workdir} holds a run trained on different data (a changed or "
+          f"renamed class folder, added or removed files):\n  " + "\n  ".join(changed) +
+          "\nRestore the data it was trained on, or use another --workdir (pass "
+          "--config.allow_config_change=True to resume on this data anyway).")
+
+
+def make_writable(workdir) -> None:
+  """Creates the workdir and checkpoints/ and proves both writable (a clear error if not)."""
   root = path(workdir)
   for directory in (root, root / CHECKPOINT_DIR):
     try:
@@ -216,20 +268,20 @@ def prepare(workdir, config) -> None:
       raise PermissionError(
           f"{directory} is not writable ({e.strerror or e}, errno {e.errno}); pass a writable "
           "--workdir.") from e
-  config_file = root / CONFIG_FILE
-  if not config_file.exists() or config.allow_config_change:
-    return
-  stored = config_lib.from_dict(read_json(config_file, "the run's config"))
-  old = traverse_util.flatten_dict(config_lib.to_dict(stored), sep=".")
-  new = traverse_util.flatten_dict(config_lib.to_dict(config), sep=".")
-  changed = sorted(k for k in old.keys() | new.keys()
-                   if k.split(".")[0] not in config_lib.RESUMABLE_KEYS and old.get(k) != new.get(k))
-  if changed:
-    diffs = "\n  ".join(f"{k}: {old.get(k)!r} in the workdir, {new.get(k)!r} now" for k in changed)
+
+
+def check_utf8_path(p, what: str) -> None:
+  """Refuses a path that is not valid UTF-8 (bytes that are not, or a locale that cannot
+  spell it): Orbax's TensorStore writes only UTF-8 paths, so the run would train and then
+  fail at its first save."""
+  try:
+    os.fspath(p).encode("utf-8")
+  except UnicodeEncodeError:
     raise WorkdirError(
-        f"The workdir {workdir} holds a run with a different config:\n  {diffs}\n"
-        "Use another --workdir, or pass --config.allow_config_change=True to resume it "
-        "with the new values.")
+        f"{what} {os.fspath(p).encode('utf-8', 'backslashreplace').decode()} is not valid "
+        "UTF-8 here (bytes that are not UTF-8, or a locale such as LANG=C that cannot spell "
+        "it). Checkpoints need UTF-8 paths: rename it, or run under a UTF-8 locale "
+        "(PYTHONUTF8=1).") from None
 
 
 def check_free_space(directory, needed_bytes: int) -> None:
@@ -252,9 +304,12 @@ def check_free_space(directory, needed_bytes: int) -> None:
         "or pass another --workdir.")
 
 
-def write_config(workdir, config) -> None:
+def write_config(workdir, config, data: dict | None = None) -> None:
+  """config.json, and data.json when the data's identity is given."""
   from alexnet_jax import config_lib  # pylint: disable=g-import-not-at-top
   write_json_atomic(path(workdir) / CONFIG_FILE, config_lib.to_dict(config))
+  if data is not None:
+    write_json_atomic(path(workdir) / DATA_FILE, data)
 
 
 # ----------------------------------------------------------------------------

@@ -220,16 +220,16 @@ def test_unwritable_workdir_is_a_clear_error(tmp_path):
   blocker = tmp_path / "a_file"
   blocker.write_text("not a directory")
   with pytest.raises(PermissionError, match="not writable"):
-    workdir_lib.prepare(str(blocker / "run"), _tiny())
+    workdir_lib.make_writable(str(blocker / "run"))
 
 
 def test_workdir_with_another_runs_config_is_refused(tmp_path):
   workdir = str(tmp_path)
   config = _tiny()
-  workdir_lib.prepare(workdir, config)
+  workdir_lib.check_resumable(workdir, config)
   with open(os.path.join(workdir, "config.json"), "w") as f:
     json.dump(config_lib.to_dict(config), f)
-  workdir_lib.prepare(workdir, _tiny(num_train_steps=100, log_every_steps=7))  # resumable keys
+  workdir_lib.check_resumable(workdir, _tiny(num_train_steps=100, log_every_steps=7))  # resumable keys
   with pytest.raises(workdir_lib.WorkdirError, match=r"learning_rate: 0.01 in the workdir, 0.5 now"):
-    workdir_lib.prepare(workdir, _tiny(learning_rate=0.5))
-  workdir_lib.prepare(workdir, _tiny(learning_rate=0.5, allow_config_change=True))
+    workdir_lib.check_resumable(workdir, _tiny(learning_rate=0.5))
+  workdir_lib.check_resumable(workdir, _tiny(learning_rate=0.5, allow_config_change=True))

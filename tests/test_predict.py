@@ -59,7 +59,13 @@ def test_errors_are_messages_not_tracebacks(workdir, tmp_path):
   proc = run_predict(f"--workdir={workdir}")
   assert proc.returncode != 0 and "Give one or more image files" in proc.stderr
   proc = run_predict(f"--workdir={workdir}", str(tmp_path / "missing.png"))
-  assert proc.returncode != 0 and "Not a file" in proc.stderr
+  assert proc.returncode != 0 and "missing.png is not a file" in proc.stderr
+  # A directory or a URL: one line each, no usage text, no traceback.
+  for path, why in ((tmp_path, "is a directory: give the image files in it"),
+                    ("https://example.com/cat.jpg", "is a https:// URL")):
+    proc = run_predict(f"--workdir={workdir}", str(path))
+    assert proc.returncode != 0 and why in proc.stderr, proc.stderr[-2000:]
+    assert len(proc.stderr.strip().splitlines()) == 1 and "Traceback" not in proc.stderr
   image = testlib.write_image_files(tmp_path, testlib.digits_test_images(1)[0])[0]
   proc = run_predict(f"--workdir={workdir}", "--step=5", image)
   assert proc.returncode != 0

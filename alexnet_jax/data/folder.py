@@ -15,6 +15,7 @@ per class, so a held-out slice has every class in proportion.
 from __future__ import annotations
 
 import functools
+import hashlib
 import logging
 import os
 
@@ -44,10 +45,42 @@ def _is_remote(path) -> bool:
   return "://" in os.fspath(path)
 
 
-def _walk(class_dir: str):
-  """(directory, file names) under a class folder, sorted, as bytes (local) or str (remote)."""
+def _dir_id(path) -> tuple[int, int]:
+  st = os.stat(path)
+  return st.st_dev, st.st_ino
+
+
+def _layout_ids(folder: str) -> set:
+  """The data root, its split folders and their class folders: no class folder's walk
+  may enter them through a symlink."""
+  root = os.path.dirname(os.path.abspath(folder))
+  ids = {_dir_id(root)}
+  for split in os.scandir(root):
+    if split.is_dir():
+      ids.add(_dir_id(split.path))
+      ids.update(_dir_id(c.path) for c in os.scandir(split.path) if c.is_dir())
+  return ids
+
+
+def _walk(class_dir: str, visited: set):
+  """(directory, file names) under a class folder, sorted, as bytes (local) or str (remote).
+
+  Symlinked folders are followed, but each real directory is visited once per
+  split (`visited` holds their (device, inode), and starts with the data
+  root's layout, `_layout_ids`): a link back up the tree, into another class
+  or split, or to a folder already listed is skipped with a warning instead
+  of listing its images again under this class.
+  """
   if not _is_remote(class_dir):
+    top = _dir_id(class_dir)
     for dirpath, dirnames, filenames in os.walk(os.fsencode(class_dir), followlinks=True):
+      here = _dir_id(dirpath)
+      if here in visited and not (here == top and dirpath == os.fsencode(class_dir)):
+        logging.warning("Skipping %s: it leads to a folder already listed (a symlink loop or "
+                        "a second link to it).", display(dirpath))
+        dirnames[:] = []
+        continue
+      visited.add(here)
       dirnames[:] = sorted(d for d in dirnames if not d.startswith(b"."))
       yield dirpath, sorted(filenames)
     return
@@ -75,10 +108,11 @@ def _list(folder: str, signature) -> tuple[list[bytes], list[str]]:
   """
   del signature
   paths, classes, other, broken = [], [], [], []
+  visited = set() if _is_remote(folder) else _layout_ids(folder)
   for class_name in _subfolders(folder):
     class_dir = os.path.join(folder, class_name)
     found = 0
-    for dirpath, filenames in _walk(class_dir):
+    for dirpath, filenames in _walk(class_dir, visited):
       for name in filenames:
         path = os.path.join(dirpath, name)
         lower = name.lower().decode("utf-8", "replace")
@@ -200,6 +234,18 @@ class FolderSource(sources.Source):
 
   def split_size(self, split):
     return len(self.files(split)[0])
+
+  def fingerprint(self, train_split, eval_split):
+    """SHA-256 of every (split, label, path below the split folder) the run reads."""
+    digest = hashlib.sha256()
+    for split in (train_split, eval_split):
+      folder = os.fsencode(self._folder(sources.parse_split(split)[0]))
+      paths, labels = self.files(split)
+      digest.update(split.encode() + b"\0")
+      for p, label in zip(paths, labels):
+        p = os.fsencode(p)
+        digest.update(b"%d\0%s\0" % (label, p[len(folder):] if p.startswith(folder) else p))
+    return digest.hexdigest()
 
   def _indexed(self, split, process_index=0, process_count=1):
     paths, labels = self.files(split)

@@ -75,6 +75,14 @@ class DatasetInfo:
   eval_carved_from_train: bool = False
   # Prepared data: images arrive uncropped at this size and are cropped on the device.
   stored_size: int | None = None
+  # A digest of what the examples are (the source's `fingerprint()`), None if it has none.
+  fingerprint: str | None = None
+
+  def identity(self) -> dict:
+    """What binds a run to its data: checked on every resume (workdir.DATA_FILE)."""
+    return {"class_names": list(self.class_names), "train_split": self.train_split,
+            "eval_split": self.eval_split, "num_train_examples": self.num_train_examples,
+            "num_eval_examples": self.num_eval_examples, "fingerprint": self.fingerprint}
 
   def describe(self) -> str:
     carved = " (carved from the training data: the dataset has no validation split)"
@@ -107,6 +115,11 @@ class Source:
   def eval_share(self, split: str, process_index: int, process_count: int) -> Share:
     """One process's part of a split for evaluation (parts cover the split once)."""
     raise NotImplementedError
+
+  def fingerprint(self, train_split: str, eval_split: str) -> str | None:
+    """A digest of the examples of both splits (file lists, record layout), or None."""
+    del train_split, eval_split
+    return None
 
   # Sources with their own iterators override these (see pipeline.py).
   train_iterator = None
@@ -206,6 +219,11 @@ def dataset_info(config) -> DatasetInfo:
   """Class names, resolved splits and their sizes for config.dataset."""
   source = create(config)
   names = list(source.class_names)
+  if len(names) < 2:
+    raise ValueError(
+        f"{source.name or config.dataset} has {len(names)} class ({names}): a classifier "
+        "needs at least 2 (with one, every prediction is right and nothing is learned). "
+        "Check config.data_dir: it should hold train/<class>/* with one folder per class.")
   if config.num_classes is not None and config.num_classes != len(names):
     raise ValueError(
         f"config.num_classes={config.num_classes} but {config.dataset!r} has {len(names)} "
@@ -216,7 +234,8 @@ def dataset_info(config) -> DatasetInfo:
                      num_train_examples=source.split_size(train),
                      num_eval_examples=source.split_size(evaluation),
                      eval_carved_from_train=carved,
-                     stored_size=getattr(source, "stored_size", None))
+                     stored_size=getattr(source, "stored_size", None),
+                     fingerprint=source.fingerprint(train, evaluation))
 
 
 def with_resolved_splits(config, info: DatasetInfo):
