@@ -190,7 +190,7 @@ class Sweep:
             f"--workdir={workdir_lib.path(workdir) / point.name}", *point.flags(), *extra]
 
 
-def _load_module(path: str):
+def load_module(path: str):
   name = "_alexnet_jax_sweep_" + re.sub(r"\W", "_", path)
   module_spec = importlib.util.spec_from_file_location(name, path)
   module = importlib.util.module_from_spec(module_spec)
@@ -200,14 +200,6 @@ def _load_module(path: str):
       raise ValueError(f"Sweep file {path} has no {fn}(arg=None) function; a sweep file needs "
                        "get_config (the base config) and get_sweep (a list of override dicts).")
   return module
-
-
-def _call_with_arg(fn, arg):
-  if inspect.signature(fn).parameters:
-    return fn(arg)
-  if arg:
-    raise ValueError(f"{fn.__name__}() takes no argument, but the sweep was given ':{arg}'.")
-  return fn()
 
 
 def load(spec: str) -> Sweep:
@@ -220,14 +212,14 @@ def load(spec: str) -> Sweep:
   name, sep, arg = spec.partition(":")
   path = config_lib.resolve_path(name)
   arg = arg if sep else None
-  module = _load_module(path)
-  grid = _call_with_arg(module.get_sweep, arg)
+  module = load_module(path)
+  grid = config_lib.call_with_arg(module.get_sweep, arg)
   if not isinstance(grid, (list, tuple)) or not all(isinstance(p, Mapping) for p in grid):
     raise ValueError(f"get_sweep() in {path} must return a list of dicts, got "
                      f"{type(grid).__name__}.")
   if not grid:
     raise ValueError(f"get_sweep() in {path} returned no points.")
-  config = _call_with_arg(module.get_config, arg)
+  config = config_lib.call_with_arg(module.get_config, arg)
   points, seen = [], {}
   for overrides in grid:
     overrides = dict(overrides)
@@ -369,11 +361,23 @@ def main(argv: Sequence[str] | None = None) -> int:
     for point in points:
       print(shlex.join(sweep.command(point, args.workdir, extra)))
     return 0
-  write_sweep_file(args.workdir, sweep, args.sweep, extra)
   if args.launcher == "slurm":
+    write_sweep_file(args.workdir, sweep, args.sweep, extra)
     return sweep_launch.submit_slurm(sweep, points, args.workdir, slurm)
-  code = sweep_launch.run_local(sweep, points, args.workdir, extra, parallel=args.parallel,
-                                     pin_cpu_cores=args.pin_cpu_cores)
+  workdir_lib.path(args.workdir).mkdir(parents=True, exist_ok=True)
+  lock = workdir_lib.Lock(args.workdir, command=f"sweep {args.sweep}")
+  try:
+    lock.acquire()  # A second sweep on this workdir would fail every point it shares.
+  except workdir_lib.WorkdirError as e:
+    raise SystemExit(f"error: {e}") from None
+  try:
+    write_sweep_file(args.workdir, sweep, args.sweep, extra)
+    code = sweep_launch.run_local(sweep, points, args.workdir, extra, parallel=args.parallel,
+                                  pin_cpu_cores=args.pin_cpu_cores)
+  except ValueError as e:  # --parallel beyond the devices
+    raise SystemExit(f"error: {e}") from None
+  finally:
+    lock.release()
   if not args.no_report and code < 128:
     try:
       print(f"[sweep] report: {sweep_report.write_report(args.workdir, target_train_top1=args.target_train_top1)}")

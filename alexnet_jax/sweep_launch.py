@@ -105,6 +105,20 @@ class _Log:
       return [line.rstrip("\n") for line in f.readlines()[-n:]]
 
 
+def _dies_with_parent(preexec_fn=None):
+  """A preexec_fn: the child gets SIGTERM (saves and exits) when the launcher dies, even by
+  SIGKILL, instead of training on as an orphan that holds its point's lock (Linux)."""
+
+  def setup():
+    if sys.platform.startswith("linux"):
+      import ctypes  # pylint: disable=g-import-not-at-top
+      ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    if preexec_fn is not None:
+      preexec_fn()
+
+  return setup
+
+
 def run_one(sweep, point, workdir, extra: Sequence[str], *, python=sys.executable, env=None,
             preexec_fn=None, interrupts: _Interrupts | None = None, log=None) -> int:
   """Trains one point (resuming it if it ran before) and records the outcome.
@@ -134,7 +148,7 @@ def run_one(sweep, point, workdir, extra: Sequence[str], *, python=sys.executabl
       interrupts.__enter__()
     try:
       child = subprocess.Popen(argv, env=env, stdout=out, stderr=subprocess.STDOUT,
-                               preexec_fn=preexec_fn)
+                               preexec_fn=_dies_with_parent(preexec_fn))
       interrupts.children.add(child)
       while True:
         try:
@@ -192,12 +206,12 @@ def device_groups(parallel: int, pin_cpu_cores: bool = False) -> tuple[str, list
         [n for n in os.listdir("/dev") if n.startswith("accel")]))]
   else:
     kind, devices = "cpu", sorted(os.sched_getaffinity(0))
+  if kind == "cpu" and not pin_cpu_cores:
+    return kind, [None] * parallel  # Shared cores: any number of points fits.
   per = len(devices) // parallel
   if per < 1:
     raise ValueError(f"--parallel={parallel} needs at least that many {kind} devices; this "
                      f"machine has {len(devices)}.")
-  if kind == "cpu" and not pin_cpu_cores:
-    return kind, [None] * parallel
   return kind, [devices[i * per:(i + 1) * per] for i in range(parallel)]
 
 

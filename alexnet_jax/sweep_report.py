@@ -62,6 +62,150 @@ def summarize_point(point_dir, *, target_train_top1: float = 0.75) -> PointResul
       records=records)
 
 
+# ----------------------------------------------------------------------------
+# Claims: an arm against the baseline, seed by seed, with a verdict.
+# ----------------------------------------------------------------------------
+
+# Two-sided 95% Student-t quantiles by degrees of freedom (1.96 beyond 30).
+_T95 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 8: 2.306,
+        9: 2.262, 10: 2.228, 15: 2.131, 20: 2.086, 30: 2.042}
+
+
+def t95(df: int) -> float:
+  return next((_T95[k] for k in sorted(_T95) if k >= df), 1.96)
+
+
+def _epochs(point_dir, step):
+  """Training epochs at `step`, from the point's config.json and data.json."""
+  config = workdir_lib.read_json(workdir_lib.path(point_dir) / workdir_lib.CONFIG_FILE, "config")
+  data = workdir_lib.read_json(workdir_lib.path(point_dir) / workdir_lib.DATA_FILE, "data")
+  return step * config["batch_size"] / data["num_train_examples"]
+
+
+def _epochs_to_train_top1(point_dir, res: PointResult, claim):
+  """(epochs until a logged train top-1 >= threshold, reached?); the run's length if never."""
+  for r in sorted((r for r in res.records if "train_top1" in r), key=lambda r: r["step"]):
+    if r["train_top1"] >= claim.threshold:
+      return _epochs(point_dir, r["step"]), True
+  return _epochs(point_dir, res.steps or 0), False
+
+
+def _final(res: PointResult, key):
+  rs = sorted((r for r in res.records if key in r), key=lambda r: r["step"])
+  return rs[-1][key] if rs else None
+
+
+# metric name -> (what it is, fn(point_dir, PointResult, claim) -> (value, exact?) or None).
+CLAIM_METRICS = {
+    "final_eval_top1": ("final eval top-1 (points)",
+                        lambda d, r, c: (None if r.final_top1 is None else
+                                         (100 * r.final_top1, True))),
+    "epochs_to_train_top1": ("epochs to train top-1 ≥ {threshold:g}", _epochs_to_train_top1),
+    "overfit_gap": ("final train top-1 − eval top-1 (points)",
+                    lambda d, r, c: (None if r.final_top1 is None or
+                                     _final(r, "train_top1") is None else
+                                     (100 * (_final(r, "train_top1") - r.final_top1), True))),
+    "ten_crop_gain": ("10-crop − centre-crop eval top-1 (points)",
+                      lambda d, r, c: (None if _final(r, "eval_center_top1") is None else
+                                       (100 * (r.final_top1 - _final(r, "eval_center_top1")),
+                                        True))),
+}
+
+
+@dataclasses.dataclass
+class ClaimResult:
+  claim: object
+  effects: list  # per seed: metric(arm) - metric(baseline), or metric(baseline) alone
+  censored: bool  # some run never reached the threshold (its effect is a bound)
+  mean: float | None
+  low: float | None
+  high: float | None
+  verdict: str
+
+
+def judge(effects, expect: int) -> tuple[float | None, float | None, float | None, str]:
+  """(mean, 95% interval low, high, verdict) of per-seed effects; the interval decides."""
+  n = len(effects)
+  if n < 2:
+    return (effects[0] if effects else None), None, None, f"inconclusive (n={n})"
+  mean = sum(effects) / n
+  sd = (sum((e - mean) ** 2 for e in effects) / (n - 1)) ** 0.5
+  half = t95(n - 1) * sd / n ** 0.5
+  low, high = mean - half, mean + half
+  if low * expect > 0 and high * expect > 0:
+    verdict = "reproduced"
+  elif low * expect < 0 and high * expect < 0:
+    verdict = "contradicted"
+  else:
+    verdict = "inconclusive"
+  return mean, low, high, verdict
+
+
+def claim_results(workdir, claims) -> list[ClaimResult]:
+  """Each claim's per-seed effects and verdict, from the finished points of the sweep."""
+  root = workdir_lib.path(workdir)
+  points = sweep_lib.read_sweep_file(root).get("points", [])
+  by_overrides = {}
+  for p in points:
+    if sweep_lib.run_finished(root / p["name"]):
+      by_overrides[tuple(sorted(p["overrides"].items()))] = root / p["name"]
+  seeds = sorted({p["overrides"].get("seed") for p in points})
+  results = []
+  for claim in claims:
+    _, fn = CLAIM_METRICS[claim.metric]
+    effects, censored = [], False
+    for seed in seeds:
+      base_dir = by_overrides.get(tuple(sorted({"seed": seed}.items())))
+      arm_dir = base_dir if not claim.arm else by_overrides.get(
+          tuple(sorted(dict(claim.arm, seed=seed).items())))
+      if base_dir is None or arm_dir is None:
+        continue
+      base = fn(base_dir, summarize_point(base_dir), claim)
+      arm = fn(arm_dir, summarize_point(arm_dir), claim)
+      if base is None or arm is None:
+        continue
+      censored |= not (base[1] and arm[1])
+      effects.append(arm[0] - base[0] if claim.arm else arm[0])
+    mean, low, high, verdict = judge(effects, claim.expect)
+    if censored and verdict != "reproduced":
+      verdict += " (threshold not reached)"
+    results.append(ClaimResult(claim, effects, censored, mean, low, high, verdict))
+  return results
+
+
+def _claims_table(results) -> list[str]:
+  lines = ["## The paper's claims", "",
+           "| claim (paper) | arms | metric | effect, mean [95% CI] | seeds | verdict |",
+           "|---|---|---|---|---:|---|"]
+  for r in results:
+    c = r.claim
+    arms = ("baseline only" if not c.arm else
+            "baseline vs " + ", ".join(f"`{k}={v}`" for k, v in c.arm.items()))
+    what = CLAIM_METRICS[c.metric][0].format(threshold=c.threshold or 0)
+    metric = what if not c.arm else f"Δ {what}, arm − baseline"
+    bound = "≥ " if r.censored and c.expect > 0 else ""
+    effect = ("—" if r.mean is None else f"{bound}{r.mean:+.2f}" + (
+        "" if r.low is None else f" [{r.low:+.2f}, {r.high:+.2f}]"))
+    lines.append(f"| **{c.name}** ({c.section}): \"{c.quote}\" | {arms} | {metric} "
+                 f"(paper: {'> 0' if c.expect > 0 else '< 0'}) | {effect} | {len(r.effects)} "
+                 f"| {r.verdict} |")
+  lines += ["", "Effects are paired by seed (same init, data order and augmentation); the "
+            "interval is mean ± t(0.975, n−1)·sd/√n over seeds. A claim is reproduced when "
+            "the whole interval lies on the paper's side of zero, contradicted when it lies "
+            "on the other side, and inconclusive otherwise. \"Threshold not reached\": a run "
+            "never reached the training-accuracy threshold, so its epochs are a lower bound.",
+            ""]
+  return lines
+
+
+def _claims(workdir):
+  """The CLAIMS of the sweep file that made `workdir`, or ()."""
+  spec = sweep_lib.read_sweep_file(workdir)
+  if not spec.get("path") or not workdir_lib.path(spec["path"]).exists():
+    return ()
+  return tuple(getattr(sweep_lib.load_module(spec["path"]), "CLAIMS", ()))
+
+
 def _pct(x):
   return "—" if x is None else f"{100.0 * x:.2f}%"
 
@@ -93,12 +237,17 @@ def _plot(results, path, *, key, ylabel, title, transform=None, hline=None):
   from matplotlib import pyplot as plt  # pylint: disable=g-import-not-at-top
   fig, ax = plt.subplots(figsize=(8, 5))
   drawn = 0
-  for res in results:
-    rs = sorted((r for r in res.records if key in r), key=lambda r: r["step"])
-    if not rs:
+  for label, members in _by_arm(results).items():
+    # The mean over seeds at the steps every seed logged.
+    series = [{r["step"]: r[key] for r in res.records if key in r} for res in members]
+    steps = sorted(set.intersection(*(set(s) for s in series)))
+    if not steps:
       continue
-    ys = [transform(r[key]) if transform else r[key] for r in rs]
-    ax.plot([r["step"] for r in rs], ys, label=res.name, marker="." if len(rs) < 40 else None)
+    ys = [sum(s[t] for s in series) / len(series) for t in steps]
+    ys = [transform(y) for y in ys] if transform else ys
+    if len(members) > 1:
+      label += f" (mean of {len(members)} seeds)"
+    ax.plot(steps, ys, label=label, marker="." if len(steps) < 40 else None)
     drawn += 1
   if hline is not None:
     ax.axhline(hline, color="gray", linestyle="--", linewidth=1, label=f"target {hline:g}")
@@ -113,6 +262,15 @@ def _plot(results, path, *, key, ylabel, title, transform=None, hline=None):
   fig.savefig(buffer, format="png", dpi=110)
   plt.close(fig)
   workdir_lib.path(path).write_bytes(buffer.getvalue())
+
+
+def _by_arm(results) -> dict[str, list]:
+  """Points grouped by their name without the `seed=N` part (`baseline` when nothing is left)."""
+  groups: dict[str, list] = {}
+  for res in results:
+    label = ",".join(p for p in res.name.split(",") if not p.startswith("seed=")) or "baseline"
+    groups.setdefault(label, []).append(res)
+  return groups
 
 
 def write_report(workdir, *, target_train_top1: float = 0.75):
@@ -130,6 +288,9 @@ def write_report(workdir, *, target_train_top1: float = 0.75):
   spec = sweep_lib.read_sweep_file(root)
   if spec:
     lines += [f"Sweep: `{spec.get('sweep')}`", ""]
+  claims = _claims(root)
+  if claims:
+    lines += _claims_table(claim_results(root, claims))
   lines += [
       f"| point | status | steps | final eval top-1 | best eval top-1 | final eval top-5 "
       f"| best eval top-5 | step train top-1 ≥ {target_train_top1:g} | wall time |",

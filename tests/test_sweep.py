@@ -17,6 +17,8 @@ import re
 import shlex
 import subprocess
 import sys
+import textwrap
+import time
 
 import pytest
 
@@ -109,7 +111,7 @@ def test_paper_ablations_grids():
                                   "model.overlapping_pool": True}
   with pytest.raises(ValueError, match="Unknown ablation axis 'colour'"):
     sweep.load(path + ":small,axis=colour")
-  module = sweep._load_module(path)  # pylint: disable=protected-access
+  module = sweep.load_module(path)
   small, full = module.get_config("small,axis=lrn"), module.get_config()
   assert (small.dataset, small.model.variant, small.pca_lighting) == ("sklearn_digits", "small", 0.1)
   assert (full.dataset, full.model.variant, full.num_epochs) == ("imagenet2012", "paper", 90.0)
@@ -118,7 +120,7 @@ def test_paper_ablations_grids():
 def test_relu_vs_tanh_sweep():
   path = os.path.join(REPO_ROOT, "configs/sweeps/relu_vs_tanh.py")
   assert _names(path + ":small") == ["model.activation=relu", "model.activation=tanh"]
-  module = sweep._load_module(path)  # pylint: disable=protected-access
+  module = sweep.load_module(path)
   c = module.get_config("small,lr=0.005,steps=50")
   assert (c.learning_rate, c.num_train_steps, c.weight_decay, c.model.lrn) == (0.005, 50, 0.0, False)
   assert (c.lr_schedule, c.warmup_epochs, c.model.dropout_rate) == ("constant", 0.0, 0.0)
@@ -299,11 +301,44 @@ def test_pinned_cpu_cores_are_split_between_points():
   assert sweep_launch.device_groups(2) == ("cpu", [None, None])
 
 
-def test_parallel_asks_for_more_devices_than_there_are(tmp_path, capsys):
-  path = write_sweep(tmp_path / "s.py", 'sweep.axis("seed", [0, 1])')
+def test_parallel_beyond_the_cores_shares_them_unless_pinned(tmp_path):
   too_many = len(os.sched_getaffinity(0)) + 1
-  with pytest.raises(ValueError, match=f"--parallel={too_many} needs at least that many cpu"):
-    sweep.main([f"--sweep={path}", f"--workdir={tmp_path}/w", f"--parallel={too_many}"])
+  assert sweep_launch.device_groups(too_many) == ("cpu", [None] * too_many)
+  path = write_sweep(tmp_path / "s.py", 'sweep.axis("seed", [0, 1])')
+  with pytest.raises(SystemExit, match=f"--parallel={too_many} needs at least that many cpu"):
+    sweep.main([f"--sweep={path}", f"--workdir={tmp_path}/w", f"--parallel={too_many}",
+                "--pin_cpu_cores"])
+
+
+def test_a_second_sweep_on_a_locked_workdir_is_refused_in_one_line(tmp_path):
+  path = write_sweep(tmp_path / "s.py", 'sweep.axis("seed", [0, 1])')
+  (tmp_path / "w").mkdir()
+  with workdir_lib.Lock(tmp_path / "w", command="sweep s.py"):
+    with pytest.raises(SystemExit, match=r"is in use by process \d+ on this host .*sweep s.py"):
+      sweep.main([f"--sweep={path}", f"--workdir={tmp_path}/w"])
+  assert not (tmp_path / "w" / "sweep.json").exists()
+
+
+def test_points_get_sigterm_when_the_launcher_is_killed(tmp_path):
+  launcher = subprocess.Popen([sys.executable, "-c", textwrap.dedent('''
+      import subprocess, sys
+      from alexnet_jax import sweep_launch
+      child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"],
+                               preexec_fn=sweep_launch._dies_with_parent())
+      print(child.pid, flush=True)
+      child.wait()
+  ''')], stdout=subprocess.PIPE, text=True, cwd=REPO_ROOT)
+  child_pid = int(launcher.stdout.readline())
+  launcher.kill()  # SIGKILL: no handler of the launcher's runs
+  launcher.wait()
+  deadline = time.time() + 10
+  while time.time() < deadline and os.path.exists(f"/proc/{child_pid}"):
+    with open(f"/proc/{child_pid}/stat") as f:
+      if f.read().split()[2] == "Z":
+        break
+    time.sleep(0.1)
+  else:
+    assert not os.path.exists(f"/proc/{child_pid}"), "the point outlived its launcher"
 
 
 # ----------------------------------------------------------------------------- report
@@ -370,3 +405,75 @@ def test_report_reads_the_numbers_from_metrics(tmp_path):
 def test_report_without_points_says_so(tmp_path):
   with pytest.raises(FileNotFoundError, match="No sweep points"):
     sweep_report.write_report(str(tmp_path))
+
+
+# ----------------------------------------------------------------------------- claims
+
+
+def test_judge_is_a_paired_t_interval_and_the_interval_decides():
+  effects = [-1.0, -2.0, -3.0]  # mean -2, sd 1: half-width 4.303 / sqrt(3)
+  mean, low, high, verdict = sweep_report.judge(effects, expect=-1)
+  half = 4.303 / 3 ** 0.5
+  assert (mean, low, high) == pytest.approx((-2.0, -2.0 - half, -2.0 + half))
+  assert verdict == "inconclusive"  # the point estimate agrees, the interval spans zero
+  assert sweep_report.judge([-2.0, -2.1, -1.9], expect=-1)[3] == "reproduced"
+  assert sweep_report.judge([-2.0, -2.1, -1.9], expect=+1)[3] == "contradicted"
+  assert sweep_report.judge([1.0], expect=+1)[3] == "inconclusive (n=1)"
+
+
+def _claims_sweep(tmp_path, finals, center, relu_steps, tanh_reached):
+  """A finished claims sweep on disk: 3 seeds x (baseline, tanh, no LRN)."""
+  claims_file = tmp_path / "claims.py"
+  claims_file.write_text(textwrap.dedent('''
+      from alexnet_jax import config_lib, sweep
+      CLAIMS = (
+          sweep.Claim("ReLU", "§3.1", "q", {"model.activation": "tanh"},
+                      "epochs_to_train_top1", expect=+1, threshold=0.5),
+          sweep.Claim("LRN", "§3.3", "q", {"model.lrn": False}, "final_eval_top1", expect=-1),
+          sweep.Claim("10 crops", "§4.1", "q", None, "ten_crop_gain", expect=+1),
+      )
+      def get_config():
+        return config_lib.load("default:tiny")
+      def get_sweep():
+        return sweep.product(sweep.axis("seed", [0, 1, 2]),
+                             [{}, {"model.activation": "tanh"}, {"model.lrn": False}])
+  '''))
+  workdir = tmp_path / "w"
+  spec = sweep.load(str(claims_file))
+  sweep.write_sweep_file(workdir, spec, str(claims_file), [])
+  for point in spec.points:
+    seed, arm = point.overrides["seed"], point.name.partition(",")[2] or "base"
+    top1 = finals[arm][seed]
+    records = [{"step": 100, "eval_top1": top1, "eval_center_top1": center[seed]}]
+    reached = relu_steps[seed] if arm != "model.activation=tanh" else (
+        3 * relu_steps[seed] if tanh_reached else None)
+    records += [{"step": s, "train_top1": 0.6 if s == reached else 0.1} for s in (10, 20, 30, 60, 90, 100)]
+    _write_metrics(workdir / point.name, records)
+    (workdir / point.name / "config.json").write_text(json.dumps({"batch_size": 100}))
+    (workdir / point.name / "data.json").write_text(json.dumps({"num_train_examples": 1000}))
+    (workdir / point.name / "done.json").write_text(json.dumps({"step": 100}))
+  return workdir
+
+
+def test_claims_are_read_off_the_points_and_judged_seed_by_seed(tmp_path):
+  finals = {"base": [0.60, 0.62, 0.61], "model.lrn=False": [0.58, 0.60, 0.595],
+            "model.activation=tanh": [0.5, 0.5, 0.5]}
+  workdir = _claims_sweep(tmp_path, finals, center=[0.59, 0.60, 0.61], relu_steps=[20, 20, 30],
+                          tanh_reached=True)
+  relu, lrn, crops = sweep_report.claim_results(workdir, sweep_report._claims(workdir))  # pylint: disable=protected-access
+  # epochs = step * batch 100 / 1000 examples; tanh needs 3x the steps.
+  assert relu.effects == pytest.approx([4.0, 4.0, 6.0]) and relu.verdict == "reproduced"
+  assert lrn.effects == pytest.approx([-2.0, -2.0, -1.5])
+  assert lrn.verdict == "reproduced" and not lrn.censored
+  assert crops.effects == pytest.approx([1.0, 2.0, 0.0]) and crops.verdict == "inconclusive"
+  report = sweep_report.write_report(workdir).read_text()
+  assert "| **LRN** (§3.3)" in report and "-1.83 [" in report
+
+
+def test_a_threshold_never_reached_is_a_bound_not_a_number(tmp_path):
+  finals = {k: [0.6] * 3 for k in ("base", "model.lrn=False", "model.activation=tanh")}
+  workdir = _claims_sweep(tmp_path, finals, center=[0.6] * 3, relu_steps=[10, 90, 90],
+                          tanh_reached=False)
+  relu = sweep_report.claim_results(workdir, sweep_report._claims(workdir))[0]  # pylint: disable=protected-access
+  assert relu.censored and relu.effects == pytest.approx([9.0, 1.0, 1.0])  # 10 epochs run
+  assert "≥ +3.67" in sweep_report.write_report(workdir).read_text()
