@@ -129,8 +129,27 @@ def _describe(share, position):
   return f"example {position}"
 
 
+def _changes(recorded: dict, wanted: dict) -> str:
+  """How a recorded preparation (progress file or manifest) differs from `wanted`, in words."""
+  had, had_files = recorded.get("source") or {}, recorded.get("files") or {}
+  changes = [f"{k} was {had.get(k)!r}, now {v!r}" for k, v in wanted["source"].items()
+             if had.get(k) != v]
+  if not had_files:
+    changes.append("no record of the source's files (an older version prepared it)")
+  elif had_files != wanted["files"]:
+    changes.append("the source's files changed: " + ", ".join(
+        f"{split} {had_files.get(split)} then, {n} now" for split, n in wanted["files"].items()
+        if split != "fingerprint") + " examples")
+  return "; ".join(changes)
+
+
 def prepare(config, output, *, shard_size: int = 2048) -> dict:
-  """Prepares config's training and eval splits into `output`; returns the manifest."""
+  """Prepares config's training and eval splits into `output`; returns the manifest.
+
+  Everything is checked before the first write: a finished or interrupted
+  preparation in `output` is reused only if it records this very request
+  (source config keys and the source's file list).
+  """
   from alexnet_jax import config_lib  # pylint: disable=g-import-not-at-top
   from alexnet_jax.data import sources  # pylint: disable=g-import-not-at-top
   if config.dataset == "prepared":
@@ -138,27 +157,38 @@ def prepare(config, output, *, shard_size: int = 2048) -> dict:
                      "(a TFDS name, imagefolder with data_dir, sklearn_digits).")
   config_lib.validate(config)
   output = epath.Path(output)
-  if (output / prepared.MANIFEST).exists():
-    manifest = prepared.read_manifest(output)
-    logging.info("%s is already prepared (%s).", output, manifest["summary"])
-    return manifest
-  output.mkdir(parents=True, exist_ok=True)
   source = sources.create(config)
   info = sources.dataset_info(config)
-  wanted = {k: config_lib.to_dict(config)[k] for k in _SOURCE_KEYS}
-  wanted.update(train_split=info.train_split, eval_split=info.eval_split)
-  progress = {"source": wanted, "splits": {}}
+  specs = (("train", info.train_split), ("validation", info.eval_split))
+  source_keys = {k: config_lib.to_dict(config)[k] for k in _SOURCE_KEYS}
+  source_keys.update(train_split=info.train_split, eval_split=info.eval_split)
+  # What the source holds (DatasetInfo.fingerprint: for folders, a digest of the file list).
+  wanted = {"source": source_keys, "files": {"train": info.num_train_examples,
+                                             "validation": info.num_eval_examples,
+                                             "fingerprint": info.fingerprint}}
+  if (output / prepared.MANIFEST).exists():
+    manifest = prepared.read_manifest(output)
+    changed = _changes(manifest, wanted)
+    if changed:
+      raise ValueError(f"{output} holds a different prepared dataset ({changed}); choose a new "
+                       "--output or delete it.")
+    logging.info("%s is already prepared (%s).", output, manifest["summary"])
+    return manifest
   if (output / PROGRESS).exists():
-    stored = workdir_lib.read_json(output / PROGRESS, "the preparation's progress file")
-    if stored.get("source") != wanted:
-      raise ValueError(f"{output} holds an interrupted preparation of another config "
-                       f"({stored.get('source')}); use another --output or delete it.")
-    progress = stored
+    progress = workdir_lib.read_json(output / PROGRESS, "the preparation's progress file")
+    changed = _changes(progress, wanted)
+    if changed:
+      raise ValueError(f"{output} holds an interrupted preparation whose source has changed "
+                       f"since ({changed}): delete {output} or use a new --output.")
     logging.info("Resuming the preparation in %s.", output)
+  else:
+    output.mkdir(parents=True, exist_ok=True)
+    progress = dict(wanted, splits={})
+    workdir_lib.write_json_atomic(output / PROGRESS, progress)
   logging.info("Preparing %s into %s at %dx%d.", info.describe(), output, config.resize_size,
                config.resize_size)
   splits = {}
-  for store_split, spec in (("train", info.train_split), ("validation", info.eval_split)):
+  for store_split, spec in specs:
     state = _prepare_split(source, config, spec, store_split, output, progress, shard_size)
     splits[store_split] = {"num_examples": sum(s["count"] for s in state["shards"]),
                            "shards": state["shards"], "skipped": state["skipped"],
@@ -169,7 +199,8 @@ def prepare(config, output, *, shard_size: int = 2048) -> dict:
   manifest = {
       "format": prepared.FORMAT, "version": prepared.VERSION, "image_size": size,
       "eval_resize": config.eval_resize, "class_names": list(info.class_names),
-      "source": wanted, "splits": splits, "bytes_per_example": record,
+      "source": source_keys, "files": wanted["files"], "splits": splits,
+      "bytes_per_example": record,
       "summary": ", ".join(f"{k}: {v['num_examples']} examples" for k, v in splits.items())
                  + f"; {record * total / 2**30:.2f} GiB",
   }

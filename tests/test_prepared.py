@@ -1,7 +1,12 @@
 """Prepared datasets: what is stored, resumable and atomic preparation, exact reading."""
 
 import collections
+import json
 import math
+import os
+import shutil
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -13,6 +18,8 @@ from alexnet_jax import prepare as prepare_lib
 from alexnet_jax.data import augment
 from alexnet_jax.data import prepared
 from alexnet_jax.data import sklearn_digits
+from tests.conftest import REPO_ROOT
+from tests.helpers import child_env
 
 
 def _digits_config(tfds_data_dir, **overrides):
@@ -107,6 +114,22 @@ def test_eval_covers_the_split_exactly_once(digits_dir, tfds_data_dir, process_c
       sklearn_digits.load_split_arrays()["test"][1].tolist())
 
 
+def _killed_prepare(c, output, monkeypatch, shard_size=4):
+  """prepare(c, output) killed at its 5th shard file: in the middle of the training split."""
+  real_write, writes = prepare_lib._write_file, []
+
+  def dying_write(target, content):
+    writes.append(target)
+    if len(writes) == 5:
+      raise KeyboardInterrupt("killed")
+    real_write(target, content)
+
+  monkeypatch.setattr(prepare_lib, "_write_file", dying_write)
+  with pytest.raises(KeyboardInterrupt):
+    prepare_lib.prepare(c, output, shard_size=shard_size)
+  monkeypatch.undo()
+
+
 def test_an_interrupted_preparation_is_refused_then_resumed(flowers, tmp_path, monkeypatch):
   c = config_lib.base_config()
   c.dataset, c.data_dir = "imagefolder", str(flowers)
@@ -114,19 +137,8 @@ def test_an_interrupted_preparation_is_refused_then_resumed(flowers, tmp_path, m
   complete = tmp_path / "complete"
   prepare_lib.prepare(c, complete, shard_size=4)
 
-  real_write, writes = prepare_lib._write_file, []
-
-  def dying_write(target, content):
-    writes.append(target)
-    if len(writes) == 5:  # in the middle of the training split's shards
-      raise KeyboardInterrupt("killed")
-    real_write(target, content)
-
-  monkeypatch.setattr(prepare_lib, "_write_file", dying_write)
   partial = tmp_path / "partial"
-  with pytest.raises(KeyboardInterrupt):
-    prepare_lib.prepare(c, partial, shard_size=4)
-  monkeypatch.undo()
+  _killed_prepare(c, partial, monkeypatch)
   training = c.copy_and_resolve_references()
   training.dataset, training.data_dir = "prepared", str(partial)
   with pytest.raises(FileNotFoundError, match="interrupted; rerun the same"):
@@ -154,3 +166,161 @@ def test_undecodable_files_are_left_out_and_named(flowers, tmp_path):
 def test_a_config_that_does_not_match_the_stored_size_is_refused(digits_dir, tfds_data_dir):
   with pytest.raises(ValueError, match="prepared with resize_size=32.*--config.resize_size=32"):
     data.dataset_info(_train_config(tfds_data_dir, digits_dir, resize_size=36))
+
+
+def _folder_config(root):
+  c = config_lib.base_config()
+  c.dataset, c.data_dir = "imagefolder", str(root)
+  c.image_size, c.resize_size = 24, 28
+  return c
+
+
+def _snapshot(root):
+  return {p.name: p.read_bytes() for p in sorted(root.iterdir())}
+
+
+def _change_roses(root, change):
+  """Adds, removes or renames one photo of ROOT/train/roses."""
+  roses = root / "train" / "roses"
+  first = sorted(roses.iterdir())[0]
+  if change == "added":
+    shutil.copy(first, roses / "zz_new.jpg")
+  elif change == "removed":
+    first.unlink()
+  else:
+    first.rename(roses / "zz_renamed.jpg")
+
+
+@pytest.mark.parametrize("change", ["added", "removed", "renamed"])
+def test_a_resume_after_the_source_folder_changed_is_refused(flowers, tmp_path, monkeypatch,
+                                                             change):
+  root = tmp_path / "folder"
+  shutil.copytree(flowers, root)
+  c = _folder_config(root)
+  partial = tmp_path / "partial"
+  _killed_prepare(c, partial, monkeypatch)
+  before = _snapshot(partial)
+  _change_roses(root, change)
+  with pytest.raises(ValueError, match=r"^[^\n]*source has changed[^\n]*the source's files changed: train[^\n]*"
+                                       r"delete .*partial or use a new --output"):
+    prepare_lib.prepare(c, partial, shard_size=4)
+  assert _snapshot(partial) == before  # Nothing written.
+
+
+def test_the_prepare_command_says_a_changed_source_in_one_line(flowers, tmp_path, monkeypatch):
+  root = tmp_path / "folder"
+  shutil.copytree(flowers, root)
+  partial = tmp_path / "partial"
+  _killed_prepare(_folder_config(root), partial, monkeypatch)
+  _change_roses(root, "added")
+  proc = subprocess.run(
+      [sys.executable, "-m", "alexnet_jax.prepare", "--config=default",
+       "--config.dataset=imagefolder", f"--config.data_dir={root}", "--config.image_size=24",
+       "--config.resize_size=28", f"--output={partial}", "--shard_size=4"],
+      cwd=REPO_ROOT, env=child_env(), capture_output=True, text=True, timeout=300)
+  assert proc.returncode != 0
+  assert "Traceback" not in proc.stderr
+  last = proc.stderr.strip().splitlines()[-1]
+  assert last.startswith("error: ") and "source has changed" in last, proc.stderr[-2000:]
+
+
+def test_a_finished_preparation_of_another_dataset_is_refused(flowers, tmp_path):
+  root = tmp_path / "folder"
+  shutil.copytree(flowers, root)
+  out = tmp_path / "out"
+  first = prepare_lib.prepare(_folder_config(root), out, shard_size=4)
+  before = _snapshot(out)
+  assert prepare_lib.prepare(_folder_config(root), out, shard_size=4) == first  # a no-op
+  other = _folder_config(root)
+  other.resize_size = 32
+  with pytest.raises(ValueError, match=r"holds a different prepared dataset \(.*resize_size.*\);"
+                                       r" choose a new --output or delete it"):
+    prepare_lib.prepare(other, out, shard_size=4)
+  _change_roses(root, "added")
+  with pytest.raises(ValueError, match=r"holds a different prepared dataset \(.*the source's files changed: train"):
+    prepare_lib.prepare(_folder_config(root), out, shard_size=4)
+  assert _snapshot(out) == before
+
+
+def _copy(digits_dir, tmp_path):
+  root = tmp_path / "copy"
+  shutil.copytree(digits_dir, root)
+  return root
+
+
+def _edit_manifest(root, edit):
+  manifest = json.loads((root / prepared.MANIFEST).read_text())
+  edit(manifest)
+  (root / prepared.MANIFEST).write_text(json.dumps(manifest))
+
+
+def test_labels_out_of_range_are_refused_naming_the_shard(digits_dir, tfds_data_dir, tmp_path):
+  root = _copy(digits_dir, tmp_path)
+  labels = np.fromfile(root / "train-00001.labels", "<i4")
+  labels[[3, 7]] = [99, -7]
+  labels.astype("<i4").tofile(root / "train-00001.labels")
+  with pytest.raises(ValueError, match=r"train-00001\.labels.*-7.*99.*10 classes.*rerun"):
+    data.dataset_info(_train_config(tfds_data_dir, root))
+
+
+def _outside(root, tmp_path, kind):
+  outside = tmp_path / "outside"
+  outside.mkdir()
+  shutil.move(root / "train-00000.images", outside / "stolen.images")
+  if kind == "dotdot":
+    return "../outside/stolen.images"
+  if kind == "absolute":
+    return str(outside / "stolen.images")
+  os.symlink(outside / "stolen.images", root / "link.images")
+  return "link.images"
+
+
+@pytest.mark.parametrize("kind", ["dotdot", "absolute", "symlink"])
+def test_shard_paths_outside_the_dataset_directory_are_refused(digits_dir, tfds_data_dir,
+                                                               tmp_path, kind):
+  root = _copy(digits_dir, tmp_path)
+  name = _outside(root, tmp_path, kind)
+
+  def edit(manifest):
+    manifest["splits"]["train"]["shards"][0]["images"] = name
+
+  _edit_manifest(root, edit)
+  with pytest.raises(ValueError, match=r"outside .*copy"):
+    data.dataset_info(_train_config(tfds_data_dir, root))
+
+
+def test_an_edited_image_size_is_refused_naming_the_shard(digits_dir, tfds_data_dir, tmp_path):
+  root = _copy(digits_dir, tmp_path)
+  _edit_manifest(root, lambda m: m.update(image_size=16))
+  with pytest.raises(FileNotFoundError,
+                     match=r"train-00000\.images holds 1536000 bytes.*500 records of 768.*rerun"):
+    data.dataset_info(_train_config(tfds_data_dir, root, image_size=12, resize_size=16))
+
+
+@pytest.mark.parametrize("damage", ["truncated", "images deleted", "labels deleted"])
+def test_a_damaged_shard_is_named_when_the_dataset_opens(digits_dir, tfds_data_dir, tmp_path,
+                                                         damage):
+  root = _copy(digits_dir, tmp_path)
+  if damage == "truncated":
+    with open(root / "validation-00000.images", "r+b") as f:
+      f.truncate(1000)
+    name = "validation-00000.images"
+  else:
+    name = "validation-00000." + damage.split()[0]
+    (root / name).unlink()
+  with pytest.raises(FileNotFoundError, match=rf"^[^\n]*{name}[^\n]*rerun[^\n]*prepare"):
+    data.dataset_info(_train_config(tfds_data_dir, root))
+
+
+def test_training_names_a_damaged_shard_in_one_line(digits_dir, tmp_path):
+  root = _copy(digits_dir, tmp_path)
+  with open(root / "train-00002.images", "r+b") as f:
+    f.truncate(5000)
+  proc = subprocess.run(
+      [sys.executable, "main.py", "--config=quickstart", f"--workdir={tmp_path / 'run'}",
+       "--config.dataset=prepared", f"--config.data_dir={root}", "--config.image_size=24",
+       "--config.num_train_steps=2"],
+      cwd=REPO_ROOT, env=child_env(), capture_output=True, text=True, timeout=300)
+  assert proc.returncode != 0 and "Traceback" not in proc.stderr, proc.stderr[-3000:]
+  last = proc.stderr.strip().splitlines()[-1]
+  assert last.startswith("error: ") and "train-00002.images" in last and "rerun" in last, last

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import concurrent.futures
 import dataclasses
+import hashlib
 import json
 import math
 import os
@@ -73,6 +74,48 @@ def read_manifest(root) -> dict:
   return manifest
 
 
+def _inside(root, name) -> epath.Path:
+  """root/name for a file that root's manifest lists; refused if it leads outside root."""
+  name = str(name)
+  path = epath.Path(root) / name
+  escapes = os.path.isabs(name) or "://" in name or ".." in name.split("/")
+  if not escapes and "://" not in os.fspath(root):  # Symlinks too, where they can be resolved.
+    real_root = os.path.realpath(root)
+    escapes = os.path.commonpath([real_root, os.path.realpath(path)]) != real_root
+  if escapes:
+    raise ValueError(f"{root}/{MANIFEST} lists {name!r}, a path outside {root}: a prepared "
+                     "dataset reads only files inside its directory; rerun prepare.")
+  return path
+
+
+def _rerun(root, message: str) -> NotPreparedError:
+  return NotPreparedError(f"{message}; rerun the `python -m alexnet_jax.prepare` command that "
+                          f"wrote {root}.")
+
+
+def _open_shard(root, shard: dict, record: int, num_classes: int, start: int) -> Shard:
+  """One shard of the manifest, checked: its files inside root, their sizes, its labels."""
+  images, labels_file = _inside(root, shard["images"]), _inside(root, shard["labels"])
+  count = int(shard["count"])
+  try:
+    raw = labels_file.read_bytes()
+    size = images.stat().length  # One stat: the images are read later, by offset.
+  except FileNotFoundError:
+    missing = images if labels_file.exists() else labels_file
+    raise _rerun(root, f"The shard file {missing} is missing") from None
+  for path, got, per in ((labels_file, len(raw), 4), (images, size, record)):
+    if got != count * per:
+      raise _rerun(root, f"The shard file {path} holds {got} bytes, not the {count} records of "
+                         f"{per} bytes that {MANIFEST} says (truncated, or {MANIFEST} edited)")
+  labels = np.frombuffer(raw, "<i4")
+  low, high = int(labels.min(initial=0)), int(labels.max(initial=0))
+  if low < 0 or high >= num_classes:
+    raise ValueError(f"The shard file {labels_file} holds labels from {low} to {high}, outside "
+                     f"the {num_classes} classes of {MANIFEST} (0 to {num_classes - 1}); "
+                     "rerun prepare.")
+  return Shard(images, labels, start)
+
+
 class _Reader:
   """Random access to one split: batches of examples by index, one pread each."""
 
@@ -84,9 +127,9 @@ class _Reader:
     self.shards = []
     start = 0
     for shard in info["shards"]:
-      labels = np.frombuffer((epath.Path(root) / shard["labels"]).read_bytes(), "<i4")
-      self.shards.append(Shard(epath.Path(root) / shard["images"], labels, start))
-      start += len(labels)
+      self.shards.append(_open_shard(root, shard, self.record, len(manifest["class_names"]),
+                                     start))
+      start += len(self.shards[-1].labels)
     if start != self.num_examples:
       raise NotPreparedError(f"{root}: the shards of split {split!r} hold {start} examples, "
                              f"the manifest says {self.num_examples}; rerun prepare.")
@@ -202,6 +245,11 @@ class PreparedSource(sources.Source):
 
   def split_size(self, split):
     return self._reader(split).num_examples
+
+  def fingerprint(self, train_split, eval_split):
+    """SHA-256 of dataset.json: the record layout, shard sizes and the source's file lists."""
+    del train_split, eval_split  # The manifest covers every split.
+    return hashlib.sha256(json.dumps(self.manifest, sort_keys=True).encode()).hexdigest()
 
   def train_iterator(self, config, *, start_step, process_index, process_count):
     reader = self._reader(sources.resolve_splits(config, self)[0])

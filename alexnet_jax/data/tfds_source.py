@@ -159,6 +159,10 @@ class TfdsSource(sources.Source):
   def split_names(self):
     return sorted(self.builder.info.splits.keys())
 
+  def fingerprint(self, train_split, eval_split):
+    """TFDS data is versioned: its name and version (full_name) name the examples."""
+    return f"{self.builder.info.full_name}:{train_split}:{eval_split}"
+
   def _read(self, split) -> tf.data.Dataset:
     """Records {"image": encoded bytes, "label": int32} of a split, in file order."""
     try:
