@@ -167,6 +167,7 @@ FIELDS: dict[str, Field] = {
                                  "files instead of stopping"),
     "prefetch_batches": Field(2, "batches copied to the devices ahead of the step",
                               check=_at_least_one),
+    "input_workers": Field(0, "prepared data: read threads; 0: min(8, cores)", check=_non_negative),
     "fake_num_examples": Field(1024, "fake: examples per split", check=_at_least_one),
     # ---- model ----
     "model.variant": Field("paper", "the network (models.ARCHITECTURES)",
@@ -214,6 +215,11 @@ FIELDS: dict[str, Field] = {
     "plateau_max_decays": Field(3, "plateau: most decays", check=_non_negative),
     "plateau_min_delta": Field(1e-3, "plateau: improvement that counts", check=_non_negative),
     "label_smoothing": Field(0.0, "label smoothing", check=_fraction),
+    "clip_grad_norm": Field(0.0, "clip gradients to this global norm before the update (0: "
+                            "off; the logged grad_norm is before clipping)", check=_non_negative),
+    "grad_accum_steps": Field(1, "micro-batches per update: each device's share of batch_size "
+                              "is split into this many, run in sequence (less memory, same "
+                              "update)", check=_at_least_one),
     "half_precision": Field("auto", "bf16 compute with fp32 params: True, False or auto (on "
                             "GPU/TPU, off on CPU)", type=object, choices=("auto", True, False)),
     "seed": Field(0, "seed of init, data order, augmentation and dropout"),
@@ -339,13 +345,18 @@ def validate(config, *, num_devices: int | None = None) -> None:
     _fail("parallelism.model", config.parallelism.model,
           f"tower parallelism splits the 'paper' variant only (model.variant is "
           f"{config.model.variant!r}); use parallelism.model=1")
+  if config.clip_grad_norm and config.parallelism.model > 1:
+    _fail("clip_grad_norm", config.clip_grad_norm, "clipping is not implemented with tower "
+          "parallelism (parallelism.model > 1)")
   if num_devices:
-    for key in ("batch_size", "eval_batch_size"):
-      if config[key] % num_devices:
+    for key, unit in (("batch_size", num_devices * config.grad_accum_steps),
+                      ("eval_batch_size", num_devices)):
+      if config[key] % unit:
         _fail(key, config[key],
-              f"the global batch must be a multiple of the data-parallel device count "
-              f"{num_devices} (all devices of all processes, divided by parallelism.model); "
-              f"e.g. {max(1, config[key] // num_devices) * num_devices}")
+              f"the global batch must be a multiple of {unit}: the data-parallel device count "
+              f"{num_devices} (all devices of all processes, divided by parallelism.model)"
+              + (f" times grad_accum_steps={config.grad_accum_steps}" if unit != num_devices
+                 else "") + f"; e.g. {max(1, config[key] // unit) * unit}")
 
 
 def has_key(config, dotted: str) -> bool:

@@ -127,8 +127,11 @@ def create_optimizer(config) -> optax.GradientTransformation:
   mask = lambda params: weight_decay_mask(params, config.weight_decay_mask)
   decay = [optax.add_decayed_weights(wd, mask)] if wd else []
 
+  clip = [optax.clip_by_global_norm(float(config.clip_grad_norm))] if config.clip_grad_norm else []
+
   def make(learning_rate):
-    parts = ([] if decoupled else decay) + direction(config) + (decay if decoupled else [])
+    parts = (clip + ([] if decoupled else decay) + direction(config)
+             + (decay if decoupled else []))
     return optax.chain(*parts, optax.scale_by_learning_rate(learning_rate))
 
   return optax.inject_hyperparams(make)(learning_rate=base_learning_rate(config))

@@ -119,6 +119,7 @@ def make_train_step(model, tx, learning_rate_fn: Callable, config, mesh, abstrac
   label_smoothing = float(config.label_smoothing)
   log_every = int(config.log_every_steps)
   global_batch = int(config.batch_size)
+  accum = int(config.grad_accum_steps)
   towers = num_towers(mesh)
   net = step_model(model, mesh)
 
@@ -133,7 +134,7 @@ def make_train_step(model, tx, learning_rate_fn: Callable, config, mesh, abstrac
     labels = batch["label"]
     key = device_dropout_key(dropout_root, step, towers)
 
-    def loss_fn(params):
+    def loss_fn(params, images, labels, key):
       logits = net.apply({"params": params}, images, train=True, rngs={"dropout": key})
       logits = logits.astype(jnp.float32)
       losses = cross_entropy(logits, labels, label_smoothing)
@@ -141,7 +142,23 @@ def make_train_step(model, tx, learning_rate_fn: Callable, config, mesh, abstrac
       # their cotangents: 1/towers gives the single-device gradient.
       return losses.mean() / towers, (losses, logits)
 
-    grads, (losses, logits) = jax.grad(loss_fn, has_aux=True)(state.params)
+    grad_fn = jax.grad(loss_fn, has_aux=True)
+    if accum == 1:
+      grads, (losses, logits) = grad_fn(state.params, images, labels, key)
+    else:
+      # config.grad_accum_steps micro-batches in sequence, one update: the mean of
+      # equal micro-batches' mean gradients is the whole batch's.
+      def micro(total, xs):
+        i, x, y = xs
+        g, aux = grad_fn(state.params, x, y, jax.random.fold_in(key, i))
+        return jax.tree.map(jnp.add, total, g), aux
+
+      split = lambda a: a.reshape((accum, a.shape[0] // accum) + a.shape[1:])
+      grads, (losses, logits) = lax.scan(
+          micro, jax.tree.map(jnp.zeros_like, state.params),
+          (jnp.arange(accum), split(images), split(labels)))
+      grads = jax.tree.map(lambda g: g / accum, grads)
+      losses, logits = losses.reshape(-1), logits.reshape((-1, logits.shape[-1]))
     grads = lax.pmean(grads, DATA_AXIS)
     lr = learning_rate_fn(step) * state.plateau.scale
     opt_state = optim.with_learning_rate(state.opt_state, lr)

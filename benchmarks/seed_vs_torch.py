@@ -1,7 +1,12 @@
 """A config of ours against the seed's PyTorch recipe, seed by seed, in one run.
 
   python benchmarks/seed_vs_torch.py --data_dir=../shared/data/flowers-mini \
-      [--config=flowers] [--seeds=0,1,2] [--json=FILE]
+      [--config=flowers] [--seeds=0,1,2] [--epochs=N] [--prepared_dir=DIR] [--json=FILE]
+
+With --prepared_dir, alexnet_jax trains from that prepared copy of --data_dir
+(`python -m alexnet_jax.prepare`, made first if DIR has none, its time reported
+once) instead of decoding the JPEGs: each code base at its fastest, PyTorch
+decoding the photos once into memory (w0-decoded).
 
 For every seed it trains `python main.py --config=CONFIG` on the folder and
 `benchmarks/seed_recipe_torch.py` (the seed project's code in PyTorch, given
@@ -34,10 +39,11 @@ def _run(cmd, env=None):
   return time.perf_counter() - start, proc
 
 
-def run_jax(config, data_dir, seed, workdir, cache_dir, extra=()):
+def run_jax(config, data_dir, seed, workdir, cache_dir, extra=(), prepared=False):
   env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
   wall, _ = _run([sys.executable, "main.py", f"--config={config}", f"--workdir={workdir}",
-                  "--config.dataset=imagefolder", f"--config.data_dir={data_dir}",
+                  f"--config.dataset={'prepared' if prepared else 'imagefolder'}",
+                  f"--config.data_dir={data_dir}",
                   f"--config.seed={seed}", f"--config.compilation_cache_dir={cache_dir}",
                   *extra], env)
   from alexnet_jax import workdir as workdir_lib  # pylint: disable=g-import-not-at-top
@@ -45,7 +51,7 @@ def run_jax(config, data_dir, seed, workdir, cache_dir, extra=()):
   return {"best": max(evals), "final": evals[-1], "wall_s": wall, "evals": len(evals)}
 
 
-def torch_recipe_flags(config_name):
+def torch_recipe_flags(config_name, epochs=None):
   """The flags that make benchmarks/seed_recipe_torch.py train CONFIG's recipe.
 
   Fails when the config changes something the PyTorch script does not implement,
@@ -64,7 +70,7 @@ def torch_recipe_flags(config_name):
   if differ:
     raise SystemExit(f"benchmarks/seed_recipe_torch.py cannot train {config_name}: "
                      + "; ".join(differ))
-  return ["--epochs", str(int(c.num_epochs)), "--batch_size", str(c.batch_size),
+  return ["--epochs", str(int(epochs or c.num_epochs)), "--batch_size", str(c.batch_size),
           "--lr", str(c.learning_rate), "--optimizer", c.optimizer,
           "--weight_decay", str(c.weight_decay), "--schedule", c.lr_schedule,
           "--warmup_epochs", str(c.warmup_epochs), "--label_smoothing", str(c.label_smoothing),
@@ -83,6 +89,13 @@ def run_torch(data_dir, seed, out, threads, setting, recipe):
   return {"best": r["best_val_top1"], "final": r["final_val_top1"], "wall_s": wall}
 
 
+def _cpu_model():
+  for line in pathlib.Path("/proc/cpuinfo").read_text().splitlines():
+    if line.startswith("model name"):
+      return line.split(":", 1)[1].strip()
+  return "unknown CPU"
+
+
 def main(argv=None):
   sys.path.insert(0, str(REPO))
   parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
@@ -95,9 +108,22 @@ def main(argv=None):
                            "process; w2-none is ImageFolder with two DataLoader workers")
   parser.add_argument("--json", default=None)
   parser.add_argument("--jax_only", action="store_true")
+  parser.add_argument("--epochs", type=int, default=None, help="both sides (default: CONFIG's)")
+  parser.add_argument("--prepared_dir", default=None,
+                      help="alexnet_jax trains from this prepared copy of --data_dir")
   args, extra = parser.parse_known_args(argv)
   data_dir = str(pathlib.Path(args.data_dir).resolve())
-  recipe = torch_recipe_flags(args.config)
+  recipe = torch_recipe_flags(args.config, args.epochs)
+  if args.epochs:
+    extra = [f"--config.num_epochs={args.epochs}", *extra]
+  jax_data, prepare_s = data_dir, None
+  if args.prepared_dir:
+    jax_data = str(pathlib.Path(args.prepared_dir).resolve())
+    if not (pathlib.Path(jax_data) / "dataset.json").exists():
+      prepare_s, _ = _run([sys.executable, "-m", "alexnet_jax.prepare", f"--config={args.config}",
+                           "--config.dataset=imagefolder", f"--config.data_dir={data_dir}",
+                           f"--output={jax_data}"])
+      print(f"prepared {jax_data} in {prepare_s:.0f} s (once)", flush=True)
   print("PyTorch recipe flags:", " ".join(recipe), flush=True)
   rows = []
   with tempfile.TemporaryDirectory() as tmp:
@@ -110,8 +136,8 @@ def main(argv=None):
       row = {"seed": seed, "load_before": load}
       for name in order:
         if name == "jax":
-          row[name] = run_jax(args.config, data_dir, seed, os.path.join(tmp, f"jax{seed}"),
-                              cache, extra)
+          row[name] = run_jax(args.config, jax_data, seed, os.path.join(tmp, f"jax{seed}"),
+                              cache, extra, prepared=bool(args.prepared_dir))
         else:
           row[name] = run_torch(data_dir, seed, os.path.join(tmp, f"torch{seed}.json"),
                                 args.torch_threads, name.split()[1], recipe)
@@ -120,10 +146,13 @@ def main(argv=None):
             + "; ".join(f"{n} best {row[n]['best']:.3f} final {row[n]['final']:.3f} in "
                         f"{row[n]['wall_s']:.0f} s" for n in names), flush=True)
   summary = {"config": args.config, "torch_recipe_flags": recipe, "data_dir": data_dir, "rows": rows,
-             "machine": f"{os.cpu_count()} cores", "extra_flags": extra}
+             "machine": f"{os.cpu_count()} cores, {_cpu_model()}", "extra_flags": extra,
+             "jax_data": jax_data, "prepare_s": prepare_s}
   for name in [n for n in rows[0] if n not in ("seed", "load_before")]:
     summary[f"{name} min best"] = min(r[name]["best"] for r in rows)
+    summary[f"{name} mean best"] = statistics.mean(r[name]["best"] for r in rows)
     summary[f"{name} median wall s"] = statistics.median(r[name]["wall_s"] for r in rows)
+    summary[f"{name} max wall s"] = max(r[name]["wall_s"] for r in rows)
   print(json.dumps({k: v for k, v in summary.items() if k != "rows"}, indent=1))
   if args.json:
     pathlib.Path(args.json).write_text(json.dumps(summary, indent=1))

@@ -130,3 +130,40 @@ def test_eval_step_masks_padding_exactly(crops):
   twice = jax.device_get(step(replicated, placed, step(replicated, placed, steps.eval_totals(mesh))))
   for key, value in sums.items():
     np.testing.assert_allclose(twice[key], 2 * value, rtol=1e-6)
+
+
+@pytest.mark.slow
+def test_accumulated_micro_batches_equal_the_large_batch_step():
+  """grad_accum_steps=4 on 2 devices (2 examples per micro-batch) against one 16-example step."""
+  model = TinyNet(dropout_rate=0.0)
+  batches = [random_batch(16, seed=s) for s in range(3)]
+  params_big, losses_big = _run_steps(2, _config(), batches, model)
+  params_acc, losses_acc = _run_steps(2, _config(grad_accum_steps=4), batches, model)
+  np.testing.assert_allclose(losses_acc, losses_big, rtol=1e-5)
+  for a, b in zip(jax.tree.leaves(params_big), jax.tree.leaves(params_acc)):
+    np.testing.assert_allclose(b, a, rtol=2e-5, atol=1e-7)
+  with pytest.raises(ValueError, match="multiple of 24: .* times grad_accum_steps=3"):
+    config_lib.validate(_config(grad_accum_steps=3), num_devices=8)
+
+
+def test_clipping_is_optax_clip_by_global_norm_before_the_update():
+  """One SGD step with clip_grad_norm against the same gradient clipped by hand."""
+  import optax  # pylint: disable=g-import-not-at-top
+  config = _config(clip_grad_norm=0.05, weight_decay=0.0, momentum=0.0)
+  model = TinyNet(dropout_rate=0.0)
+  batch = random_batch(16, seed=3)
+  params1, _ = _run_steps(1, config, [batch], model)
+  # By hand: the mean-loss gradient at init, clipped, times the learning rate.
+  init = models.init_params(model, config.image_size, jax.random.key(config.seed))
+  x = evaluation.normalize_images(batch["image"], config.mean_rgb, config.std_rgb)
+
+  def loss(p):
+    logits = model.apply({"params": p}, x, train=True)
+    return optax.softmax_cross_entropy_with_integer_labels(logits, batch["label"]).mean()
+
+  grads = jax.grad(loss)(init)
+  assert float(optax.tree.norm(grads)) > 0.05  # clipping acts
+  clipped, _ = optax.clip_by_global_norm(0.05).update(grads, None)
+  expected = jax.tree.map(lambda p, g: p - config.learning_rate * g, init, clipped)
+  for a, b in zip(jax.tree.leaves(expected), jax.tree.leaves(params1)):
+    np.testing.assert_allclose(b, a, rtol=1e-5, atol=1e-7)
