@@ -97,6 +97,12 @@ def _model_check(key):
   return check
 
 
+def _writers_check(value):
+  from alexnet_jax import metrics  # pylint: disable=g-import-not-at-top
+  unknown = [w for w in str(value).split(",") if w.strip() and w.strip() not in metrics.WRITERS]
+  return f"unknown writer(s) {unknown}; choose from {', '.join(metrics.WRITERS)}" if unknown else None
+
+
 def _models(name):
   def get():
     from alexnet_jax import models  # pylint: disable=g-import-not-at-top
@@ -233,6 +239,9 @@ FIELDS: dict[str, Field] = {
     "keep_checkpoints": Field(3, "newest checkpoints kept (plus the best by eval top-1)",
                               check=_at_least_one),
     "profile": Field(False, "write a profiler trace of a few steps"),
+    "writers": Field("tensorboard", "comma-separated metric writers besides metrics.jsonl and "
+                     "the console: tensorboard, wandb, mlflow (each imported only when named)",
+                     check=lambda v: _writers_check(v)),
     "compilation_cache_dir": Field("~/.cache/alexnet_jax/xla", "persistent XLA compilation "
                                    "cache, so reruns skip compiling; empty: off"),
     "allow_config_change": Field(False, "resume a workdir whose config.json differs"),
@@ -242,7 +251,7 @@ FIELDS: dict[str, Field] = {
 # reports, where its data lives; not what it computes.
 RESUMABLE_KEYS = frozenset({
     "num_train_steps", "num_epochs", "log_every_steps", "eval_every_steps",
-    "checkpoint_every_steps", "keep_checkpoints", "profile", "prefetch_batches",
+    "checkpoint_every_steps", "keep_checkpoints", "profile", "prefetch_batches", "writers",
     "eval_batch_size", "data_dir", "tfds_data_dir", "allow_config_change",
     "compilation_cache_dir",
 })

@@ -167,6 +167,68 @@ class TensorBoardWriter(Writer):
       self._remove_staging()
 
 
+class WandbWriter(Writer):
+  """Weights & Biases (`--config.writers=...,wandb`; WANDB_MODE=offline works without a login).
+
+  The run's id is derived from the workdir, so a resumed run logs into the same W&B run.
+  """
+
+  def __init__(self, workdir, config: Mapping[str, Any]):
+    import hashlib  # pylint: disable=g-import-not-at-top
+    import wandb  # pylint: disable=g-import-not-at-top
+    root = workdir_lib.path(workdir)
+    self._run = wandb.init(
+        project=os.environ.get("WANDB_PROJECT", "alexnet_jax"), name=root.name,
+        id=hashlib.sha1(os.fspath(root).encode()).hexdigest()[:16], resume="allow",
+        dir=os.fspath(root) if workdir_lib.is_local(root) else None, config=dict(config))
+
+  def write_scalars(self, step, scalars):
+    self._run.log({k: _to_python(v) for k, v in scalars.items()}, step=int(step))
+
+  def close(self):
+    self._run.finish()
+
+
+class MlflowWriter(Writer):
+  """MLflow (`--config.writers=...,mlflow`) into MLFLOW_TRACKING_URI (e.g. sqlite:///mlflow.db).
+
+  One MLflow run per workdir (found again by its tag on resume), in the experiment
+  MLFLOW_EXPERIMENT_NAME (default alexnet_jax).
+  """
+
+  def __init__(self, workdir, config: Mapping[str, Any]):
+    import mlflow  # pylint: disable=g-import-not-at-top
+    self._entities = mlflow.entities
+    self._client = mlflow.MlflowClient()
+    name = os.environ.get("MLFLOW_EXPERIMENT_NAME", "alexnet_jax")
+    experiment = self._client.get_experiment_by_name(name)
+    experiment_id = (experiment.experiment_id if experiment else
+                     self._client.create_experiment(name))
+    tag = os.fspath(workdir_lib.path(workdir))
+    found = self._client.search_runs([experiment_id],
+                                     filter_string=f"tags.workdir = '{tag}'")
+    self.run_id = (found[0].info.run_id if found else self._client.create_run(
+        experiment_id, run_name=workdir_lib.path(workdir).name,
+        tags={"workdir": tag}).info.run_id)
+    if not found:
+      self._client.log_batch(self.run_id, params=[
+          self._entities.Param(k, str(v)[:6000]) for k, v in config.items()])
+
+  def write_scalars(self, step, scalars):
+    now = int(time.time() * 1000)
+    self._client.log_batch(self.run_id, metrics=[
+        self._entities.Metric(k, float(_to_python(v)), now, int(step))
+        for k, v in scalars.items()])
+
+  def close(self):
+    self._client.set_terminated(self.run_id)
+
+
+# config.writers -> the writer it adds (console and metrics.jsonl are always on).
+WRITERS = {"tensorboard": lambda workdir, config: TensorBoardWriter(workdir),
+           "wandb": WandbWriter, "mlflow": MlflowWriter}
+
+
 class AsyncWriters:
   """Sends each write to every writer on one background thread, in call order.
 
@@ -205,11 +267,14 @@ class AsyncWriters:
       self._thread.shutdown()
 
 
-def create_writer(workdir):
-  """Console + TensorBoard + metrics.jsonl on process 0 (console only elsewhere), asynchronous."""
+def create_writer(workdir, writers: str = "tensorboard", config: Mapping[str, Any] = None):
+  """Console + metrics.jsonl + the comma-separated `writers` (WRITERS) on process 0 (console
+  only elsewhere), asynchronous. `config` (flat) goes to the trackers that record one."""
   if jax.process_index() != 0:
     return ConsoleWriter()
-  return AsyncWriters([ConsoleWriter(), TensorBoardWriter(workdir),
+  extra = [WRITERS[name.strip()](workdir, config or {})
+           for name in writers.split(",") if name.strip()]
+  return AsyncWriters([ConsoleWriter(), *extra,
                        JsonlWriter(workdir_lib.path(workdir) / workdir_lib.METRICS_FILE)])
 
 

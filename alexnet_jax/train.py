@@ -146,7 +146,8 @@ class _Run:
     self.num_classes = int(config.num_classes or info.num_classes)
     self.model = config_lib.create_model(config, self.num_classes)
     self.tx = optim.create_optimizer(config)
-    self.writer = metrics_lib.create_writer(workdir)
+    self.writer = metrics_lib.create_writer(workdir, config.writers,
+                                            _flat(config_lib.to_dict(config)))
     self.ckpt = ckpt_lib.Checkpointer(workdir_lib.path(workdir) / workdir_lib.CHECKPOINT_DIR,
                                       keep=config.keep_checkpoints)
     self.abstract_state = steps.abstract_train_state(self.model, self.tx, config, mesh)

@@ -1,5 +1,6 @@
 """Metric writers: TensorBoard reads what we write, errors surface, TF stays unloaded."""
 
+import json
 import subprocess
 import sys
 
@@ -7,6 +8,7 @@ import numpy as np
 import pytest
 
 from alexnet_jax import metrics as metrics_lib
+from alexnet_jax import workdir as workdir_lib
 from tests.helpers import child_env
 from tests.conftest import REPO_ROOT
 
@@ -75,3 +77,67 @@ print("LOADED", loaded)
   assert proc.returncode == 0, proc.stderr[-3000:]
   assert "LOADED []" in proc.stdout, proc.stdout[-2000:]
   assert list(tmp_path.glob("events.out.tfevents.*"))
+
+
+def _wandb_records(path):
+  """The protobuf records of a .wandb file: a LevelDB-style log of 32 KiB blocks after a
+  7-byte header, each chunk a (crc32, length, type) header then data; FULL=1, FIRST=2,
+  MIDDLE=3, LAST=4 (wandb writes it from Go now and ships no Python reader)."""
+  import struct  # pylint: disable=g-import-not-at-top
+  data, pos, block, pending = path.read_bytes(), 7, 32768, b""
+  assert data[:4] == b":W&B", data[:8]
+  while pos + 7 <= len(data):
+    if block - pos % block < 7:  # a block's tail too short for a chunk header is padding
+      pos += block - pos % block
+      continue
+    _, length, kind = struct.unpack("<IHB", data[pos:pos + 7])
+    if kind == 0:
+      break
+    pending += data[pos + 7:pos + 7 + length]
+    pos += 7 + length
+    if kind in (1, 4):
+      yield pending
+      pending = b""
+
+
+def _wandb_history(run_dir):
+  """{step: {metric: value}} read back from an offline W&B run's .wandb file."""
+  from wandb.proto import wandb_internal_pb2  # pylint: disable=g-import-not-at-top
+  (path,) = run_dir.glob("wandb/offline-run-*/run-*.wandb")
+  history = {}
+  for data in _wandb_records(path):
+    record = wandb_internal_pb2.Record()
+    record.ParseFromString(data)
+    if record.WhichOneof("record_type") == "history":
+      items = {i.key or "/".join(i.nested_key): json.loads(i.value_json)
+               for i in record.history.item}
+      history[items.pop("_step")] = items
+  return history
+
+
+def test_wandb_and_mlflow_writers_log_what_metrics_jsonl_holds(tmp_path, monkeypatch):
+  pytest.importorskip("wandb")
+  mlflow = pytest.importorskip("mlflow")
+  from alexnet_jax import config_lib, train  # pylint: disable=g-import-not-at-top
+  monkeypatch.setenv("WANDB_MODE", "offline")
+  monkeypatch.setenv("WANDB_SILENT", "true")
+  monkeypatch.setenv("MLFLOW_TRACKING_URI", (tmp_path / "mlruns").as_uri())
+  monkeypatch.setenv("MLFLOW_ALLOW_FILE_STORE", "true")  # a local file store, as offline
+  config = config_lib.load("default:tiny")
+  config.writers = "wandb,mlflow"
+  workdir = tmp_path / "run"
+  train.train_and_evaluate(config, str(workdir))
+  records = workdir_lib.read_metrics(workdir)
+  expected = {(r["step"], k): v for r in records for k, v in r.items()
+              if k != "step" and isinstance(v, (int, float))}
+  assert ("eval_top1" in {k for _, k in expected}) and len(expected) > 10
+  logged = _wandb_history(workdir)
+  assert {(s, k): v for s, items in logged.items() for k, v in items.items()
+          if not k.startswith("_")} == pytest.approx(expected)
+  client = mlflow.MlflowClient()
+  (run,) = client.search_runs([client.get_experiment_by_name("alexnet_jax").experiment_id])
+  assert run.data.params["model.variant"] == "small"
+  got = {(m.step, key): m.value for key in {k for _, k in expected}
+         for m in client.get_metric_history(run.info.run_id, key)}
+  assert got == pytest.approx(expected)
+  assert not (workdir / "events.out.tfevents").exists() and not list(workdir.glob("events.*"))
