@@ -11,7 +11,8 @@ a run killed mid-save leaves the previous step as the newest complete one.
 Retention: the newest `keep` steps plus the one with the best `eval_top1`.
 
 Restores use abstract targets carrying the *current* shardings, so a checkpoint
-written on 8 devices restores on one CPU and vice versa.
+written on 8 devices restores on one CPU and vice versa. Training and inference
+restore through one path, `Checkpointer.restore_latest` (newest readable step).
 """
 
 from __future__ import annotations
@@ -24,7 +25,6 @@ import time
 from typing import Any
 
 import jax
-import numpy as np
 import orbax.checkpoint as ocp
 from etils import epath
 from orbax.checkpoint import checkpoint_managers as ocp_managers
@@ -48,17 +48,6 @@ def absolute(path) -> epath.Path:
   return path if "://" in os.fspath(path) else epath.Path(os.path.abspath(path))
 
 
-def checkpoint_dir(workdir_or_dir) -> epath.Path:
-  """`workdir/checkpoints` for a workdir; the path itself when it already is one."""
-  path = absolute(workdir_or_dir)
-  sub = path / workdir_lib.CHECKPOINT_DIR
-  return sub if sub.is_dir() or not _looks_like_checkpoint_dir(path) else path
-
-
-def _looks_like_checkpoint_dir(path: epath.Path) -> bool:
-  return path.is_dir() and any(p.name.isdigit() and p.is_dir() for p in path.iterdir())
-
-
 def shape_differences(expected, stored) -> list[str]:
   """Human-readable list of leaves whose shape differs or that exist on one side only."""
   exp = {jax.tree_util.keystr(p): tuple(v.shape)
@@ -76,25 +65,21 @@ def shape_differences(expected, stored) -> list[str]:
   return diffs
 
 
-class _DropExpectedNotices(logging.Filter):
-  _NOTICES = ("Given directory is read only", "CheckpointManagerOptions.read_only=True",
-              "Type handler registry type")
-
-  def filter(self, record):
-    return not str(record.msg).startswith(self._NOTICES)
-
-
 @contextlib.contextmanager
 def _without_expected_notices():
   """Orbax warns whenever a checkpoint is opened read-only (for us the normal case) and
-  when a type handler is replaced (ours, on purpose: `_write_replicated_arrays_once`)."""
-  drop = _DropExpectedNotices()
-  logger = logging.getLogger("absl")
-  logger.addFilter(drop)
+  when a type handler is replaced (ours, on purpose: `write_replicated_arrays_once`)."""
+  notices = ("Given directory is read only", "CheckpointManagerOptions.read_only=True",
+             "Type handler registry type")
+
+  def drop(record):
+    return not str(record.msg).startswith(notices)
+
+  logging.getLogger("absl").addFilter(drop)
   try:
     yield
   finally:
-    logger.removeFilter(drop)
+    logging.getLogger("absl").removeFilter(drop)
 
 
 def _os_error(error: BaseException | None) -> OSError | None:
@@ -108,18 +93,17 @@ def _os_error(error: BaseException | None) -> OSError | None:
   return None
 
 
-def _write_replicated_arrays_once() -> None:
-  """Single-process jobs write each replicated array from one replica.
+def write_replicated_arrays_once() -> None:
+  """Single-process training writes each replicated array from one replica.
 
   Orbax's default splits a replicated array over its replicas so that several
   hosts share the writing. In a single process every replica lives here, so
   the split only adds a slice program to compile for each array shape: 0.8 of
   the 4.7 CPU-seconds of a 4-step `default:tiny` run on a 2-core CPU machine.
   The files written are the same. Orbax keeps its type handlers in one
-  process-wide registry, so this is set there, once.
+  process-wide registry: the training loop calls this; nothing else changes it.
   """
-  global _single_writer
-  if _single_writer or jax.process_count() != 1:
+  if jax.process_count() != 1:
     return
   # Orbax's own default store of per-array metadata (pinned orbax-checkpoint 0.12.8).
   from orbax.checkpoint._src.metadata import array_metadata_store  # pylint: disable=g-import-not-at-top
@@ -128,10 +112,6 @@ def _write_replicated_arrays_once() -> None:
         jax.Array, ocp.type_handlers.ArrayHandler(
             use_replica_parallel=False, array_metadata_store=array_metadata_store.Store()),
         override=True)
-  _single_writer = True
-
-
-_single_writer = False
 
 
 class Checkpointer:
@@ -139,8 +119,6 @@ class Checkpointer:
 
   def __init__(self, directory: str, *, keep: int = 3, async_save: bool = True,
                read_only: bool = False):
-    if not read_only:
-      _write_replicated_arrays_once()
     self.directory = absolute(directory)
     self._read_only = read_only
     self._last_started = None
@@ -181,17 +159,15 @@ class Checkpointer:
           f"alexnet_jax reads version {FORMAT_VERSION}. Re-export it with the version that wrote it.")
     return meta
 
-  def stored_shapes(self, step: int, item: str = "params", sharding=None):
-    """The stored tree of `item` as ShapeDtypeStructs (no array is read).
+  def stored_shapes(self, step: int, item: str = "params"):
+    """The stored tree of `item` as ShapeDtypeStructs on this process's first device.
 
-    Each leaf carries `sharding` (default: this process's first device), so the
-    tree is a restore target for this machine whatever topology wrote it.
+    No array is read; the tree restores on this machine whatever topology wrote it.
     """
     meta = self._manager.item_metadata(step)[item]
-    tree = getattr(meta, "tree", meta)
-    sharding = sharding or jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
-    return jax.tree.map(
-        lambda m: jax.ShapeDtypeStruct(tuple(m.shape), m.dtype, sharding=sharding), tree)
+    device = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
+    return jax.tree.map(lambda m: jax.ShapeDtypeStruct(tuple(m.shape), m.dtype, sharding=device),
+                        getattr(meta, "tree", meta))
 
   # ---- save ----
   def save(self, step: int, *, params, opt_state=None, meta: dict[str, Any],
@@ -245,18 +221,33 @@ class Checkpointer:
     self._manager.close()
 
   # ---- restore ----
+  def _read(self, step: int, read):
+    """read() through Orbax; any failure means the step's files are damaged or missing."""
+    try:
+      return read()
+    except CheckpointError:
+      raise
+    except Exception as e:  # pylint: disable=broad-except  (damaged files: many kinds)
+      raise UnreadableCheckpointError(
+          f"Checkpoint step {step} in {self.directory} is unreadable ({type(e).__name__}: "
+          f"{(str(e).splitlines() or [''])[0][:200]})") from e
+
   def restore(self, step: int, *, abstract_params, abstract_opt_state=None):
     """Restores one step into the given abstract targets (their shardings win).
 
+    `abstract_params` is the target tree, or fn(meta, stored params shapes) ->
+    tree for a caller that rebuilds the model from the step's own config.
     Returns (params, opt_state or None, meta). Shapes are compared with the
     stored metadata first, so a checkpoint of another variant or class count
     gets an error listing the differing leaves.
     """
-    meta = self.read_meta(step)
-    stored = self.stored_shapes(step, "params")
+    meta = self._read(step, lambda: self.read_meta(step))
+    stored = self._read(step, lambda: self.stored_shapes(step, "params"))
     if not jax.tree.leaves(stored):
       raise UnreadableCheckpointError(
-          f"Checkpoint step {step} in {self.directory} has no readable params metadata.")
+          f"Checkpoint step {step} in {self.directory} has no readable params metadata")
+    if callable(abstract_params):
+      abstract_params = abstract_params(meta, stored)
     diffs = shape_differences(abstract_params, stored)
     if diffs:
       raise CheckpointError(
@@ -267,45 +258,50 @@ class Checkpointer:
     items = {"params": ocp.args.StandardRestore(abstract_params)}
     if abstract_opt_state is not None:
       items["opt_state"] = ocp.args.StandardRestore(abstract_opt_state)
-    restored = self._manager.restore(step, args=ocp.args.Composite(**items))
+    restored = self._read(step, lambda: self._manager.restore(
+        step, args=ocp.args.Composite(**items)))
     opt_state = restored["opt_state"] if abstract_opt_state is not None else None
     return restored["params"], opt_state, meta
 
-  def restore_latest(self, *, abstract_params, abstract_opt_state=None):
-    """Restores the newest readable step, falling back past unreadable ones.
+  def restore_latest(self, *, abstract_params, abstract_opt_state=None, step=None):
+    """Restores the newest readable step (or `step` alone), falling back past unreadable ones.
 
-    A step that fails to restore (truncated or missing files) is reported with
-    a warning naming it and skipped. It is never deleted: a writable manager
+    The one restore path of training and inference (targets as in `restore`).
+    A step that fails to read (truncated or missing files) is reported with a
+    warning naming it and skipped. It is never deleted: a writable manager
     moves it to `<checkpoints>_quarantine/` so the resumed run can save that
     step number again and retention never counts it. A step that does not fit
     the model is an error: falling back would silently train something else.
     Returns None when there is no checkpoint at all.
     """
     steps = self.all_steps()
+    if not steps:
+      return None
+    if step is not None and int(step) not in steps:
+      raise CheckpointError(f"Step {step} is not in {self.directory}; available steps: {steps}.")
     bad = []
-    for step in reversed(steps):
+    for candidate in [int(step)] if step is not None else reversed(steps):
       try:
-        restored = self.restore(step, abstract_params=abstract_params,
+        restored = self.restore(candidate, abstract_params=abstract_params,
                                 abstract_opt_state=abstract_opt_state)
-      except CheckpointError:
-        raise
-      except Exception as e:  # pylint: disable=broad-except
-        logging.warning("Checkpoint step %d in %s is unreadable (%s: %s); falling back to the "
-                        "previous one.", step, self.directory, type(e).__name__,
-                        str(e).splitlines()[0][:200])
-        bad.append(step)
+      except UnreadableCheckpointError as e:
+        if step is not None:
+          raise CheckpointError(f"{e}; available steps: {steps}.") from e
+        logging.warning("%s; trying the previous one.", e)
+        bad.append(candidate)
         continue
-      self._quarantine(bad)
+      if bad:
+        logging.warning("Using checkpoint step %d: the newer step(s) %s are unreadable.",
+                        candidate, bad)
+        self._quarantine(bad)
       return restored
-    if steps:
-      raise CheckpointError(
-          f"None of the checkpoints {steps} in {self.directory} could be restored; see the "
-          "warnings above. Move the directory away to start from scratch.")
-    return None
+    raise CheckpointError(
+        f"None of the checkpoints {steps} in {self.directory} could be restored; see the "
+        "warnings above. Move the directory away to start from scratch.")
 
   def _quarantine(self, steps) -> None:
     """Moves unreadable steps aside (never deletes them), process 0 only."""
-    if not steps or self._read_only:
+    if self._read_only:
       return
     if jax.process_index() == 0:
       target_root = self.directory.parent / (self.directory.name + "_quarantine")
@@ -318,29 +314,3 @@ class Checkpointer:
       from jax.experimental import multihost_utils  # pylint: disable=g-import-not-at-top
       multihost_utils.sync_global_devices("alexnet_jax_checkpoint_quarantine")
     self._manager.reload()
-
-
-def save_pretrained(workdir, config, params, *, class_names=None, step: int = 0) -> epath.Path:
-  """Writes a params-only checkpoint (plus config.json) that `inference.load` can open.
-
-  Used by the PyTorch converter: the training loop's layout, without optimiser
-  state. A workdir that already holds a run or checkpoints is refused: a
-  conversion must never touch a training run's files.
-  """
-  from alexnet_jax import config_lib  # pylint: disable=g-import-not-at-top
-  root = absolute(workdir)
-  if workdir_lib.holds_training_run(root) or (root / workdir_lib.CONFIG_FILE).exists():
-    raise CheckpointError(
-        f"{root} already holds a run (config.json, metrics or checkpoints); converted weights "
-        "go into a new directory: pass another --workdir.")
-  root.mkdir(parents=True, exist_ok=True)
-  config_dict = config_lib.to_dict(config)
-  ckpt = Checkpointer(root / workdir_lib.CHECKPOINT_DIR, async_save=False)
-  num_classes = int(np.shape(jax.tree.leaves(params)[-1])[-1]) if params else None
-  meta = {"config": config_dict, "class_names": list(class_names) if class_names else None,
-          "num_classes": config.num_classes or num_classes, "source": "pretrained"}
-  ckpt.save(step, params=params, meta=meta, force=True)
-  ckpt.wait()
-  ckpt.close()
-  workdir_lib.write_json_atomic(root / workdir_lib.CONFIG_FILE, config_dict)
-  return ckpt.directory

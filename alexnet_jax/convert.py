@@ -20,7 +20,7 @@ CLI:
       --torch_checkpoint=alexnet-owt-7be5be79.pth --workdir=/tmp/tv [--num_classes=N]
 
 writes a params-only checkpoint (the training loop's Orbax layout, step 0)
-plus config.json via `alexnet_jax.checkpoint.save_pretrained`.
+plus config.json via `save_pretrained`.
 """
 
 import io
@@ -198,20 +198,47 @@ def load_torch_state_dict(path):
 RECIPES = {"torchvision": "torchvision", "seed": "seed"}
 
 
+def save_pretrained(workdir, config, params, *, class_names=None, step: int = 0):
+  """Writes a params-only checkpoint (plus config.json) that `inference.load` can open.
+
+  The training loop's layout, without optimiser state. A workdir that already
+  holds a run or checkpoints is refused: a conversion must never touch a
+  training run's files. Returns the checkpoint directory.
+  """
+  import jax  # pylint: disable=g-import-not-at-top
+  from alexnet_jax import checkpoint, config_lib  # pylint: disable=g-import-not-at-top
+  from alexnet_jax import workdir as workdir_lib  # pylint: disable=g-import-not-at-top
+  root = checkpoint.absolute(workdir)
+  if workdir_lib.holds_training_run(root) or (root / workdir_lib.CONFIG_FILE).exists():
+    raise checkpoint.CheckpointError(
+        f"{root} already holds a run (config.json, metrics or checkpoints); converted weights "
+        "go into a new directory: pass another --workdir.")
+  root.mkdir(parents=True, exist_ok=True)
+  config_dict = config_lib.to_dict(config)
+  ckpt = checkpoint.Checkpointer(root / workdir_lib.CHECKPOINT_DIR, async_save=False)
+  num_classes = int(np.shape(jax.tree.leaves(params)[-1])[-1]) if params else None
+  meta = {"config": config_dict, "class_names": list(class_names) if class_names else None,
+          "num_classes": config.num_classes or num_classes, "source": "pretrained"}
+  ckpt.save(step, params=params, meta=meta, force=True)
+  ckpt.wait()
+  ckpt.close()
+  workdir_lib.write_json_atomic(root / workdir_lib.CONFIG_FILE, config_dict)
+  return ckpt.directory
+
+
 def convert_checkpoint(variant, torch_checkpoint, workdir, *, num_classes=None):
   """Loads a .pth, converts it and writes a pretrained checkpoint to `workdir`.
 
   Returns the checkpoint directory `save_pretrained` wrote.
   """
-  from alexnet_jax import checkpoint  # pylint: disable=g-import-not-at-top
+  from alexnet_jax import config_lib  # pylint: disable=g-import-not-at-top
   params = from_torch_state_dict(load_torch_state_dict(torch_checkpoint), variant,
                                  num_classes=num_classes)
-  from alexnet_jax import config_lib  # pylint: disable=g-import-not-at-top
   config = config_lib.load(RECIPES[variant])
   config.num_classes = int(params["fc8"]["bias"].shape[0])
   if config.num_classes == 1000:
     config.dataset = "imagenet2012"  # ILSVRC-2012 class names for predictions.
-  return checkpoint.save_pretrained(workdir, config, params)
+  return save_pretrained(workdir, config, params)
 
 
 def main(argv):

@@ -36,7 +36,6 @@ import ast
 import dataclasses
 import functools
 import importlib.util
-import logging
 import os
 import pathlib
 from typing import Any
@@ -128,8 +127,11 @@ def _resolve(path) -> tuple[epath.Path, int | None, epath.Path]:
   # One step's directory, e.g. workdir/checkpoints/1000.
   if path.name.isdigit() and (path / "params").is_dir():
     return path.parent, int(path.name), path.parent.parent
-  directory = ckpt_lib.checkpoint_dir(path)
-  return directory, None, (directory.parent if directory != path else path)
+  # A workdir holds checkpoints/; a checkpoints/ directory holds numbered steps.
+  if not (path / workdir_lib.CHECKPOINT_DIR).is_dir() and path.is_dir() and any(
+      p.name.isdigit() and p.is_dir() for p in path.iterdir()):
+    return path, None, path.parent
+  return path / workdir_lib.CHECKPOINT_DIR, None, path
 
 
 def _no_checkpoint_error(path, directory):
@@ -231,7 +233,7 @@ class Predictor:
     """Probabilities for already preprocessed uint8 crops ([N,S,S,3] or [N,K,S,S,3]).
 
     This is the device half of `predict`; feed it batches from
-    `input_pipeline.create_eval_iterator(predictor.config)` to score a split.
+    `data.create_eval_iterator(predictor.config)` to score a split.
     """
     crops = np.asarray(crops)
     s = int(self.config.image_size)
@@ -300,70 +302,35 @@ def load(workdir_or_checkpoint_dir, step: int | None = None, *, devices=None) ->
     step = path_step
   if not directory.is_dir():
     raise _no_checkpoint_error(path, directory)
-  ckpt = ckpt_lib.Checkpointer(directory, read_only=True, async_save=False)
   mesh = inference_mesh(devices)
+  built = {}
+
+  def target(meta, stored):
+    """The model the step's config describes, replicated over the mesh (abstract)."""
+    config = _config_from(meta, workdir)
+    num_classes = int(meta.get("num_classes") or config.get("num_classes")
+                      or np.shape(jax.tree.leaves(stored)[-1])[-1])
+    model = config_lib.create_model(config, num_classes)
+    built.update(config=config, model=model, num_classes=num_classes)
+    replicated = NamedSharding(mesh, P())
+    return jax.tree.map(lambda s: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=replicated),
+                        jax.eval_shape(lambda: models.init_params(
+                            model, config.image_size, jax.random.key(0))))
+
+  ckpt = ckpt_lib.Checkpointer(directory, read_only=True, async_save=False)
   try:
-    steps = ckpt.all_steps()
-    if not steps:
-      raise _no_checkpoint_error(path, directory)
-    if step is not None and int(step) not in steps:
-      raise ckpt_lib.CheckpointError(
-          f"Step {step} is not in {directory}; available steps: {steps}.")
-    candidates = [int(step)] if step is not None else list(reversed(steps))
-    skipped = []
-    for candidate in candidates:
-      try:
-        restored = _restore_step(ckpt, candidate, workdir, mesh)
-      except (ckpt_lib.CheckpointError, ValueError):
-        raise
-      except Exception as e:  # pylint: disable=broad-except  (damaged files: many kinds)
-        reason = f"{type(e).__name__}: {str(e).splitlines()[0][:200]}"
-        if step is not None:
-          raise ckpt_lib.CheckpointError(
-              f"Checkpoint step {candidate} in {directory} is unreadable ({reason}); available "
-              f"steps: {steps}.") from e
-        skipped.append(candidate)
-        logging.warning("Checkpoint step %d in %s is unreadable (%s); trying the previous one.",
-                        candidate, directory, reason)
-        continue
-      if skipped:
-        logging.warning("Using checkpoint step %d: the newer step(s) %s are unreadable.",
-                        candidate, skipped)
-      break
-    else:
-      raise ckpt_lib.CheckpointError(
-          f"None of the checkpoints {steps} in {directory} can be read; see the warnings above.")
+    restored = ckpt.restore_latest(abstract_params=target, step=step)
   finally:
     ckpt.close()
-  config, model, params, meta, num_classes, step = restored
+  if restored is None:
+    raise _no_checkpoint_error(path, directory)
+  params, _, meta = restored
+  config, num_classes = built["config"], built["num_classes"]
   class_names = _display_class_names(meta.get("class_names"), num_classes,
                                      config.get("dataset", ""))
   return Predictor(config=config, params=params, class_names=class_names,
-                   num_classes=num_classes, step=step, checkpoint_dir=str(directory), mesh=mesh,
-                   model=model, meta=meta)
-
-
-def _restore_step(ckpt, step, workdir, mesh):
-  """(config, model, params, meta, num_classes, step) of one checkpoint step."""
-  meta = ckpt.read_meta(step)  # Raises on an incompatible format version.
-  config = _config_from(meta, workdir)
-  stored = ckpt.stored_shapes(step, "params")
-  num_classes = int(meta.get("num_classes") or config.get("num_classes")
-                    or np.shape(jax.tree.leaves(stored)[-1])[-1])
-  model = config_lib.create_model(config, num_classes)
-  expected = jax.eval_shape(
-      lambda: models.init_params(model, config.image_size, jax.random.key(0)))
-  diffs = ckpt_lib.shape_differences(expected, stored)
-  if diffs:
-    raise ckpt_lib.CheckpointError(
-        f"Checkpoint step {step} in {ckpt.directory} does not fit the model its config "
-        f"describes (variant {config.model.variant!r}, {num_classes} classes); was it written "
-        "by another version of alexnet_jax? Differences:\n  " + "\n  ".join(diffs[:20]))
-  replicated = NamedSharding(mesh, P())
-  target = jax.tree.map(lambda s: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=replicated),
-                        stored)
-  params, _, _ = ckpt.restore(step, abstract_params=target)
-  return config, model, params, meta, num_classes, step
+                   num_classes=num_classes, step=int(meta["step"]), checkpoint_dir=str(directory),
+                   mesh=mesh, model=built["model"], meta=meta)
 
 
 # ----------------------------------------------------------------------------

@@ -18,9 +18,8 @@ import logging
 import os
 import re
 import socket
-import struct
 import sys
-import time
+import threading
 
 import jax
 
@@ -76,77 +75,50 @@ class StartupError(RuntimeError):
   """The job's processes could not meet."""
 
 
-def _is_local(host: str) -> bool:
-  return host in ("localhost", "127.0.0.1", "::1", socket.gethostname())
-
-
 def default_initialization_timeout(coordinator_address: str | None) -> int:
   """Seconds to wait for every process: short when they all run on this host."""
   host = (coordinator_address or "").rsplit(":", 1)[0]
-  return 60 if coordinator_address and _is_local(host) else 300
+  local = host in ("localhost", "127.0.0.1", "::1", socket.gethostname())
+  return 60 if coordinator_address and local else 300
 
 
-def rendezvous(coordinator_address: str, num_processes: int, process_id: int,
-               timeout: float) -> None:
-  """Every process checks in at the coordinator's port before JAX starts there.
+def _start_distributed(timeout: int, **kwargs) -> None:
+  """jax.distributed.initialize; a failure to meet ends in one line naming the coordinator.
 
-  Process 0 listens and names any process that has not arrived after
-  `timeout` seconds; the others say when process 0 cannot be reached. A port
-  already in use is reported as such.
+  When the processes have not all met within its initialization_timeout, JAX
+  aborts the process (a C++ check failure and a stack dump): a timer a little
+  earlier says what happened first.
   """
-  host, port = coordinator_address.rsplit(":", 1)
-  port = int(port)
-  deadline = time.monotonic() + timeout
-  if process_id == 0:
-    server = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    server.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    try:
-      server.bind(("", port))
-    except OSError as e:
-      raise StartupError(
-          f"Port {port} of --coordinator_address={coordinator_address} is already in use on "
-          f"this host ({e.strerror}): another job, or a stale process of this one, holds it. "
-          "Pick another port, or stop that process.") from e
-    server.listen(num_processes)
-    joined = {}
-    try:
-      while len(joined) < num_processes - 1:
-        server.settimeout(max(0.1, deadline - time.monotonic()))
-        try:
-          conn, _ = server.accept()
-        except socket.timeout:
-          missing = sorted(set(range(1, num_processes)) - set(joined))
-          raise StartupError(
-              f"Process(es) {missing} of {num_processes} did not join at "
-              f"{coordinator_address} within {timeout:.0f} s (--initialization_timeout). "
-              "Start every process with the same --coordinator_address and --num_processes "
-              f"and its own --process_id in 0..{num_processes - 1}.") from None
-        conn.settimeout(10)
-        (peer,) = struct.unpack("!i", conn.recv(4))
-        joined[peer] = conn
-      for conn in joined.values():
-        conn.sendall(b"go")
-      for conn in joined.values():  # Let the peers close first: the port stays free of
-        conn.recv(1)                # TIME_WAIT sockets for JAX's coordinator to bind.
-        conn.close()
-    finally:
-      server.close()
-    return
-  while True:
-    try:
-      with socket.create_connection((host, port), timeout=5) as conn:
-        conn.sendall(struct.pack("!i", process_id))
-        conn.settimeout(max(1.0, deadline - time.monotonic()) + 5)
-        if conn.recv(2) == b"go":
-          return
-    except OSError:
-      pass
-    if time.monotonic() > deadline:
-      raise StartupError(
-          f"Process {process_id} could not reach process 0 at {coordinator_address} within "
-          f"{timeout:.0f} s (--initialization_timeout): is process 0 running, with the same "
-          "--coordinator_address, and is the address reachable from here?")
-    time.sleep(0.5)
+  where = kwargs.get("coordinator_address") or "the cluster's coordinator"
+  if kwargs.get("process_id") == 0:  # JAX may crash (SIGSEGV) when its port is taken.
+    port = int(where.rsplit(":", 1)[1])
+    with socket.socket() as probe:
+      probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+      try:
+        probe.bind(("", port))
+      except OSError as e:
+        raise StartupError(f"Port {port} of --coordinator_address={where} is already in use "
+                           f"on this host: {e}") from e
+
+  def give_up():
+    sys.stderr.write(f"error: the processes did not all meet at {where} within {timeout} s "
+                     "(--initialization_timeout): start each with the same --coordinator_address "
+                     "and --num_processes and its own --process_id.\n")
+    sys.stderr.flush()
+    os._exit(2)
+
+  timer = threading.Timer(timeout, give_up)
+  timer.daemon = True
+  timer.start()
+  try:
+    # CPU-only jobs need a collectives backend across processes; it touches only
+    # the CPU client, so it is harmless on GPU/TPU.
+    jax.config.update("jax_cpu_collectives_implementation", "gloo")
+    jax.distributed.initialize(initialization_timeout=int(timeout) + 10, **kwargs)
+  except Exception as e:  # pylint: disable=broad-except  (e.g. the port is taken)
+    raise StartupError(f"jax.distributed could not start at {where}: {e}") from e
+  finally:
+    timer.cancel()
 
 
 # What jax's SlurmCluster.is_env_present() checks (jax/_src/clusters/slurm_cluster.py).
@@ -271,21 +243,13 @@ def initialize(*, coordinator_address=None, num_processes=None, process_id=None,
                          "--num_processes and --process_id.")
     if not 0 <= process_id < num_processes:
       raise StartupError(f"--process_id={process_id} must be in 0..{num_processes - 1}.")
-    if num_processes > 1:
-      rendezvous(coordinator_address, num_processes, process_id, timeout)
-    # CPU-only jobs need a collectives backend across processes; it touches only
-    # the CPU client, so it is harmless on GPU/TPU.
-    jax.config.update("jax_cpu_collectives_implementation", "gloo")
-    jax.distributed.initialize(coordinator_address=coordinator_address,
-                               num_processes=num_processes, process_id=process_id,
-                               local_device_ids=device_ids,
-                               heartbeat_timeout_seconds=heartbeat_timeout_seconds,
-                               initialization_timeout=int(timeout))
+    _start_distributed(timeout, coordinator_address=coordinator_address,
+                       num_processes=num_processes, process_id=process_id,
+                       local_device_ids=device_ids,
+                       heartbeat_timeout_seconds=heartbeat_timeout_seconds)
   elif auto:
-    jax.config.update("jax_cpu_collectives_implementation", "gloo")
-    jax.distributed.initialize(local_device_ids=device_ids,
-                               heartbeat_timeout_seconds=heartbeat_timeout_seconds,
-                               initialization_timeout=int(timeout))
+    _start_distributed(timeout, local_device_ids=device_ids,
+                       heartbeat_timeout_seconds=heartbeat_timeout_seconds)
   local = jax.local_devices()
   chosen = (f"; SLURM local_device_ids={device_ids or 'all'}"
             if device_ids is not None and (explicit or auto) else "")

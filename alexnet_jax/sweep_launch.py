@@ -176,6 +176,25 @@ def run_one(sweep, point, workdir, extra: Sequence[str], *, python=sys.executabl
   return returncode
 
 
+def run_point(workdir, name: str, *, python: str = sys.executable, log=None) -> int:
+  """Runs one point of the sweep in `workdir` (written by a launcher) and records it.
+
+  What a SLURM array task runs (`python -m alexnet_jax.sweep run-point`), and
+  the unit of the local launcher: updates sweep_point.json around the run and
+  appends the run's output to the point's sweep.log.
+  """
+  spec = sweep_lib.read_sweep_file(workdir)
+  if not spec:
+    raise FileNotFoundError(f"{workdir} has no {sweep_lib.SWEEP_FILE}: run the sweep command "
+                            "first.")
+  sweep = sweep_lib.Sweep(spec["path"], spec["arg"], [
+      sweep_lib.Point(p["name"], p["overrides"]) for p in spec["points"]])
+  point = next((p for p in sweep.points if p.name == name), None)
+  if point is None:
+    raise ValueError(f"{name!r} is not a point of {workdir} ({[p.name for p in sweep.points]}).")
+  return run_one(sweep, point, workdir, spec["extra_flags"], python=python, log=log)
+
+
 # ----------------------------------------------------------------------------
 # Local: one or N points at a time.
 # ----------------------------------------------------------------------------

@@ -148,6 +148,7 @@ class _Run:
     self.tx = optim.create_optimizer(config)
     self.writer = metrics_lib.create_writer(workdir, config.writers,
                                             _flat(config_lib.to_dict(config)))
+    ckpt_lib.write_replicated_arrays_once()  # An Orbax global: training runs only.
     self.ckpt = ckpt_lib.Checkpointer(workdir_lib.path(workdir) / workdir_lib.CHECKPOINT_DIR,
                                       keep=config.keep_checkpoints)
     self.abstract_state = steps.abstract_train_state(self.model, self.tx, config, mesh)

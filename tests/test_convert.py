@@ -130,9 +130,6 @@ def test_missing_torch_gives_clear_error(monkeypatch, tmp_path):
 
 
 def test_cli_writes_a_loadable_checkpoint(tmp_path):
-  checkpoint = pytest.importorskip("alexnet_jax.checkpoint")
-  if not hasattr(checkpoint, "save_pretrained"):
-    pytest.skip("alexnet_jax.checkpoint.save_pretrained does not exist yet")
   ref = torch_model("seed", 4)
   pth = tmp_path / "seed.pth"
   torch.save({"state_dict": ref.state_dict()}, pth)  # a wrapped state dict, as trainers save

@@ -74,7 +74,7 @@ def test_a_new_optimizer_and_schedule_are_selected_by_config():
 
 def test_a_new_source_is_selected_by_config(tmp_path):
   try:
-    _exec_in(sources, _block("A data source"), sources._REGISTRY, "csv_list")  # pylint: disable=protected-access
+    _exec_in(sources, _block("A data source"), sources.SOURCES, "csv_list")
     for split in ("train", "val"):
       rows = [f"{p},{p.parent.name}" for p in sorted((FLOWERS / split).glob("*/*.jpg"))]
       (tmp_path / f"{split}.csv").write_text("\n".join(rows) + "\n")
@@ -87,7 +87,7 @@ def test_a_new_source_is_selected_by_config(tmp_path):
     assert batch["image"].shape[0] == 5 and batch["image"].dtype == np.uint8
     assert set(np.asarray(batch["label"]).tolist()) <= set(range(5))
   finally:
-    sources._REGISTRY.pop("csv_list", None)  # pylint: disable=protected-access
+    sources.SOURCES.pop("csv_list", None)
 
 
 def test_the_doc_names_only_real_files():

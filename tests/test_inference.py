@@ -15,10 +15,12 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
+import orbax.checkpoint as ocp
 import pytest
 
 from alexnet_jax import checkpoint as ckpt_lib
 from alexnet_jax import config_lib
+from alexnet_jax import convert
 from alexnet_jax import inference
 from alexnet_jax import data
 from alexnet_jax import metrics as metrics_lib
@@ -199,7 +201,9 @@ def test_clear_errors(workdir, predictor, tmp_path, monkeypatch):
   # A checkpoint written by a future format version is refused by name.
   config = ml_collections.ConfigDict(predictor.config.to_dict())
   monkeypatch.setattr(ckpt_lib, "FORMAT_VERSION", 99)
-  ckpt_lib.save_pretrained(str(tmp_path / "future"), config, jax.device_get(predictor.params))
+  handler = ocp.type_handlers.get_type_handler(jax.Array)
+  convert.save_pretrained(str(tmp_path / "future"), config, jax.device_get(predictor.params))
+  assert ocp.type_handlers.get_type_handler(jax.Array) is handler  # Orbax globals: training's
   monkeypatch.undo()
   with pytest.raises(ckpt_lib.CheckpointError, match="format_version=99"):
     inference.load(tmp_path / "future")
@@ -208,7 +212,6 @@ def test_clear_errors(workdir, predictor, tmp_path, monkeypatch):
 def test_pretrained_checkpoint_from_the_torch_converter(tmp_path):
   """convert.py's checkpoint (seed variant, 4 classes) predicts what PyTorch does."""
   torch = pytest.importorskip("torch")
-  from alexnet_jax import convert
   from tests.test_convert import torch_model  # The torchvision-layout reference net.
 
   ref = torch_model("seed", 4)
@@ -236,7 +239,6 @@ def test_pretrained_checkpoint_from_the_torch_converter(tmp_path):
 def test_converted_torchvision_weights_evaluate_like_torchvision(tmp_path):
   """Resize(256), CenterCrop(224), ImageNet mean/std, one crop, unless asked for ten."""
   torch = pytest.importorskip("torch")
-  from alexnet_jax import convert
   from tests.test_convert import torch_model
 
   torch.save(torch_model("torchvision", 3).state_dict(), tmp_path / "tv.pth")

@@ -23,6 +23,7 @@ import time
 import pytest
 
 from alexnet_jax import sweep
+from alexnet_jax import sweep_cli
 from alexnet_jax import sweep_launch
 from alexnet_jax import sweep_report
 from alexnet_jax import workdir as workdir_lib
@@ -130,7 +131,7 @@ def test_relu_vs_tanh_sweep():
 def test_only_names_a_missing_point(tmp_path, capsys):
   path = write_sweep(tmp_path / "s.py", 'sweep.axis("seed", [0, 1])')
   with pytest.raises(SystemExit):
-    sweep.main([f"--sweep={path}", f"--workdir={tmp_path}/w", "--only=seed=7"])
+    sweep_cli.main([f"--sweep={path}", f"--workdir={tmp_path}/w", "--only=seed=7"])
   err = capsys.readouterr().err
   assert "seed=7" in err and "seed=0" in err and "seed=1" in err
 
@@ -173,7 +174,7 @@ def sweep_runs(tmp_path_factory):
   try:
     buf = io.StringIO()
     with contextlib.redirect_stdout(buf):
-      assert sweep.main([f"--sweep={spec}", f"--workdir={workdir}", "--print_commands"]) == 0
+      assert sweep_cli.main([f"--sweep={spec}", f"--workdir={workdir}", "--print_commands"]) == 0
   finally:
     os.chdir(cwd)
   out["printed"] = buf.getvalue().splitlines()
@@ -306,7 +307,7 @@ def test_parallel_beyond_the_cores_shares_them_unless_pinned(tmp_path):
   assert sweep_launch.device_groups(too_many) == ("cpu", [None] * too_many)
   path = write_sweep(tmp_path / "s.py", 'sweep.axis("seed", [0, 1])')
   with pytest.raises(SystemExit, match=f"--parallel={too_many} needs at least that many cpu"):
-    sweep.main([f"--sweep={path}", f"--workdir={tmp_path}/w", f"--parallel={too_many}",
+    sweep_cli.main([f"--sweep={path}", f"--workdir={tmp_path}/w", f"--parallel={too_many}",
                 "--pin_cpu_cores"])
 
 
@@ -315,7 +316,7 @@ def test_a_second_sweep_on_a_locked_workdir_is_refused_in_one_line(tmp_path):
   (tmp_path / "w").mkdir()
   with workdir_lib.Lock(tmp_path / "w", command="sweep s.py"):
     with pytest.raises(SystemExit, match=r"is in use by process \d+ on this host .*sweep s.py"):
-      sweep.main([f"--sweep={path}", f"--workdir={tmp_path}/w"])
+      sweep_cli.main([f"--sweep={path}", f"--workdir={tmp_path}/w"])
   assert not (tmp_path / "w" / "sweep.json").exists()
 
 
@@ -383,7 +384,7 @@ def test_report_reads_the_numbers_from_metrics(tmp_path):
   with open(workdir / sweep.SWEEP_FILE, "w") as f:  # sweep order: tanh first
     json.dump({"sweep": "x.py", "points": [{"name": b}, {"name": a}]}, f)
 
-  assert sweep.main(["report", f"--workdir={workdir}"]) == 0
+  assert sweep_cli.main(["report", f"--workdir={workdir}"]) == 0
   report = (workdir / "report.md").read_text()
   rows = [line for line in report.splitlines() if line.startswith("| `")]
   assert rows == [

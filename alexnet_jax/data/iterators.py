@@ -9,16 +9,9 @@ TensorFlow (its import is most of a short run's start-up).
 from __future__ import annotations
 
 import math
-import os
 
 from alexnet_jax.data import sources
-
-
-def available_cores() -> int:
-  """CPU cores this process may run on (its affinity mask where the OS has one)."""
-  if hasattr(os, "sched_getaffinity"):
-    return max(1, len(os.sched_getaffinity(0)))
-  return max(1, os.cpu_count() or 1)
+from alexnet_jax.data.sources import available_cores  # noqa: F401  (prepare.py)
 
 
 def processes(process_index, process_count) -> tuple[int, int]:

@@ -30,7 +30,6 @@ from alexnet_jax import runtime
 from alexnet_jax.data import augment
 from alexnet_jax.data import cache
 from alexnet_jax.data import sources
-from alexnet_jax.data.iterators import available_cores
 
 runtime.hide_accelerators_from_tensorflow()
 
@@ -67,7 +66,7 @@ def create_train_iterator(config, source, *, start_step, process_index,
   train_split, _ = _splits(config, source)
   global_batch, seed = config.batch_size, int(config.seed)
   share = cache.decoded_share(source, train_split, seed=seed, setting=config.cache_train,
-                              cores=available_cores()) or source.train_share(
+                              cores=sources.available_cores()) or source.train_share(
                                   train_split, seed=seed,
                                   shuffle_buffer_size=int(config.shuffle_buffer_size))
   n = share.num_examples
@@ -98,7 +97,7 @@ def create_train_iterator(config, source, *, start_step, process_index,
     return {"image": image, "label": ex["label"], "_pos": position}
 
   first = start_step * local_batch
-  ds = records_from(first).map(example, num_parallel_calls=available_cores())
+  ds = records_from(first).map(example, num_parallel_calls=sources.available_cores())
   if source.may_contain_corrupt_files and config.skip_corrupt_images:
     ds = ds.ignore_errors(log_warning=True)
   ds = ds.batch(local_batch, drop_remainder=True).prefetch(tf.data.AUTOTUNE)
@@ -148,7 +147,7 @@ def _eval_pipeline(config, process_index, process_count, local_batch):
     return {"image": preprocess(ex["image"]), "label": ex["label"], "mask": tf.constant(True),
             "_pos": position}
 
-  ds = records_from(0).map(example, num_parallel_calls=available_cores())
+  ds = records_from(0).map(example, num_parallel_calls=sources.available_cores())
   if source.may_contain_corrupt_files and config.skip_corrupt_images:
     ds = ds.ignore_errors(log_warning=True)
   if share.num_examples * np.prod(image_shape) <= EVAL_CACHE_BYTES:

@@ -3,9 +3,10 @@
 A source is a dataset: class names, split names and sizes, and, per split,
 the records of an epoch in one global order that every process computes
 alike (so a global batch does not depend on how many processes read it).
-`config.dataset` picks the source: a registered name ("imagefolder", "fake",
-"prepared") or, for anything else, a TFDS dataset. Adding a source is one
-class with `@register("name")`; see docs/extending.md.
+`config.dataset` picks the source: a name in the table of
+`alexnet_jax/data/__init__.py` ("imagefolder", "fake", "prepared") or, for
+anything else, a TFDS dataset. Adding a source is one class and one line in
+that table (or `@register("name")`); see docs/extending.md.
 
 Sources that need no tf.data (prepared data, fake data made on the device)
 override `train_iterator` / `eval_iterator`; the others give records and a
@@ -17,9 +18,8 @@ tf.data source asks for seeds, so runs on the former never load it.
 from __future__ import annotations
 
 import dataclasses
-import importlib
 import logging
-import pkgutil
+import os
 import re
 from typing import Callable
 
@@ -126,14 +126,17 @@ class Source:
   eval_iterator = None
 
 
-_REGISTRY: dict[str, type] = {}
+# The source table, config.dataset -> a function returning its Source class:
+# filled by alexnet_jax/data/__init__.py (the sources that import TensorFlow
+# load when first named) and by @register. Other names are TFDS datasets (None).
+SOURCES: dict[str | None, Callable[[], type]] = {}
 
 
 def register(name: str):
   """Class decorator: `config.dataset == name` selects this source."""
 
   def wrap(cls):
-    _REGISTRY[name] = cls
+    SOURCES[name] = lambda: cls
     cls.name = cls.name or name
     return cls
 
@@ -141,32 +144,20 @@ def register(name: str):
 
 
 def source_class(name: str) -> type:
-  """The class registered as `name`; unregistered names are TFDS datasets.
-
-  The TensorFlow-free sources (fake, prepared) register when the package is
-  imported. Any other name imports every module of alexnet_jax.data, so each
-  @register runs: a new source is one new module in this package, and
-  nothing else lists it.
-  """
-  if name not in _REGISTRY:
-    _import_every_source()
-  if name in _REGISTRY:
-    return _REGISTRY[name]
-  from alexnet_jax.data import tfds_source  # pylint: disable=g-import-not-at-top
-  return tfds_source.TfdsSource
-
-
-def _import_every_source() -> None:
-  from alexnet_jax import data, runtime  # pylint: disable=g-import-not-at-top
-  runtime.hide_accelerators_from_tensorflow()  # The tf.data sources import TensorFlow.
-  for module in pkgutil.iter_modules(data.__path__):
-    importlib.import_module(f"alexnet_jax.data.{module.name}")
+  """The class the table gives `name`; any other name is a TFDS dataset."""
+  return SOURCES.get(name, SOURCES[None])()
 
 
 def registered() -> tuple[str, ...]:
-  """Names of every registered source (imports the whole package to find them)."""
-  _import_every_source()
-  return tuple(sorted(_REGISTRY))
+  """Names of every source in the table."""
+  return tuple(sorted(name for name in SOURCES if name))
+
+
+def available_cores() -> int:
+  """CPU cores this process may run on (its affinity mask where the OS has one)."""
+  if hasattr(os, "sched_getaffinity"):
+    return max(1, len(os.sched_getaffinity(0)))
+  return max(1, os.cpu_count() or 1)
 
 
 def create(config) -> Source:
