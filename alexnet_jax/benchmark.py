@@ -2,7 +2,7 @@
 
   python -m alexnet_jax.benchmark train|eval [--variant=seed --batch_size=64]
   python -m alexnet_jax.benchmark pipeline [--data_dir=FOLDER] [--variant=seed]
-  python -m alexnet_jax.benchmark gpu [--data_dir=PREPARED] [--smoke]
+  python -m alexnet_jax.benchmark gpu [--data_dir=PREPARED] [--out=PREFIX] [--smoke]
 
 `train` / `eval` time the project's own jitted steps (`steps.make_train_step`
 / `make_eval_step`, compiled ahead of time as training does) on a batch that
@@ -16,11 +16,16 @@ per image and images/s per core for each, then trains the step end to end
 from prepared data and from fake data kept on the device: the two must be
 within a few percent for the input to count as free.
 
-`gpu` is the accelerator table: bf16 images/s and model FLOP utilisation
-(forward MACs x 2 x 3 per image, over the card's dense bf16 peak) for `paper`
-and `torchvision` at batch 128..1024, then the host's input supply per core
-and, with `--data_dir=PREPARED`, an end-to-end row that says whether the
-input keeps up. `--smoke` runs it tiny on any backend.
+`gpu` is the first-run script for an accelerator: the train step alone (bf16
+images/s, model FLOP utilisation = forward MACs x 2 x 3 per image over the
+`device_kind`'s dense bf16 peak, compile time, memory) for `paper` and
+`torchvision` at batch 256 and 1024; then the prepared reader's measured wall
+images/s, cold (shard files dropped from the page cache) and hot, with its
+thread count; then prepared data -> device -> step next to the step alone.
+The verdict compares the reader's wall rate with what the host's devices
+consume. Without `--data_dir` it writes random photos as JPEGs and prepares
+them with the real `prepare`, so the input rows read real bytes. Writes
+`--out`.json and `--out`.md. `--smoke` runs it tiny on any backend.
 
 PyTorch comparisons live outside the library: benchmarks/jax_vs_torch.py.
 """
@@ -39,13 +44,14 @@ import time
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-# Dense bf16 tensor-core peaks (FLOP/s) by device-kind substring, most specific first.
+# Dense bf16 peaks (FLOP/s) by device_kind substring, most specific first. TPU v5p chips
+# report "TPU v5", v5e "TPU v5 lite", v6e "TPU v6 lite".
 PEAK_BF16_FLOPS = (
     ("H100 PCIe", 756e12),
+    ("H100 NVL", 835e12),
     ("H100", 989e12),  # SXM / HBM3
     ("H200", 989e12),
     ("H800", 989e12),
-    ("GH200", 989e12),
     ("B200", 2250e12),
     ("A100", 312e12),
     ("A800", 312e12),
@@ -53,12 +59,12 @@ PEAK_BF16_FLOPS = (
     ("L4", 121e12),
     ("A10G", 70e12),
     ("A10", 125e12),
-    ("TPU v6", 918e12),
-    ("TPU v5p", 459e12),
-    ("TPU v5", 197e12),  # v5e / v5 lite
+    ("TPU v6", 918e12),  # v6e
+    ("TPU v5 lite", 197e12),  # v5e
+    ("TPU v5e", 197e12),
+    ("TPU v5", 459e12),  # v5p
     ("TPU v4", 275e12),
 )
-SHIPPED_PHOTOS = pathlib.Path(__file__).resolve().parents[1] / "tests" / "data" / "flowers"
 
 
 def peak_bf16_flops(device_kind: str):
@@ -241,15 +247,16 @@ def bench_pipeline(args):
   """JPEG pipeline vs prepared data, host cost and end-to-end training, on one folder."""
   import jax  # pylint: disable=g-import-not-at-top
   from alexnet_jax import data  # pylint: disable=g-import-not-at-top
-  folder = pathlib.Path(args.data_dir or SHIPPED_PHOTOS)
   config = make_config(args.variant, args.batch_size, args.image_size,
                        cpu_kernels=args.cpu_kernels, num_classes=None)
-  config.dataset, config.data_dir = "imagefolder", str(folder)
-  train_images = data.dataset_info(config).num_train_examples
-  if config.batch_size > train_images:  # The shipped test photos hold 15.
-    config.batch_size = config.eval_batch_size = train_images
-    print(f"batch size {train_images}: all the training images of {folder}")
   with tempfile.TemporaryDirectory() as tmp:
+    folder = pathlib.Path(args.data_dir or synthetic_folder(
+        pathlib.Path(tmp) / "photos", train=4 * config.batch_size, size=config.resize_size))
+    config.dataset, config.data_dir = "imagefolder", str(folder)
+    train_images = data.dataset_info(config).num_train_examples
+    if config.batch_size > train_images:
+      config.batch_size = config.eval_batch_size = train_images
+      print(f"batch size {train_images}: all the training images of {folder}")
     prepared_dir = args.prepared_dir or _prepared_copy(config, folder, pathlib.Path(tmp) / "p")
     rows = {}
     for augmentation in args.augmentation.split(","):
@@ -270,72 +277,176 @@ def bench_pipeline(args):
     end_to_end = {}
     if args.train_steps:
       fake = config.copy_and_resolve_references()
-      fake.dataset, fake.num_classes = "fake", 5
-      prepared.num_classes = 5
-      end_to_end = _end_to_end(fake, prepared, steps=args.train_steps, rounds=args.rounds)
+      fake.dataset = "fake"
+      fake.num_classes = prepared.num_classes = data.dataset_info(config).num_classes
+      end_to_end = _end_to_end(prepared, steps=args.train_steps, rounds=args.rounds,
+                               fake=fake)
   return {"folder": str(folder), "hosts": rows, "cpu_ratio": ratio,
           "device": jax.devices()[0].device_kind, "end_to_end": end_to_end}
 
 
-def _end_to_end(fake, prepared, *, steps, rounds):
-  """Train-step images/s fed from fake data on the device vs from prepared data.
+def _end_to_end(prepared, *, steps, rounds, fake=None):
+  """Train-step images/s fed from prepared data: host -> device -> step.
 
-  A third feed repeats a few prepared batches already on the device: the same
-  step with the same device-side augmentation and no host input at all, so
-  `prepared / prepared_resident` is what reading from the host costs, apart
-  from what the augmentation costs the device.
+  The same compiled step also runs on a few of those batches kept on the device: the
+  same device-side augmentation and no host input, so `prepared / prepared_resident`
+  is what reading from the host costs. Given `fake`, a third run feeds fake data
+  already on the device (no augmentation).
   """
   from alexnet_jax import data, parallel  # pylint: disable=g-import-not-at-top
-  info = data.dataset_info(prepared)
-  runs = {"fake": TrainStep(fake), "prepared": TrainStep(prepared, stored_size=info.stored_size)}
-  runs["prepared_resident"] = TrainStep(prepared, stored_size=info.stored_size)
-
-  def prepared_batches():
-    return parallel.prefetch_to_mesh(
-        data.create_train_iterator(prepared, process_index=0, process_count=1),
-        runs["prepared"].mesh)
-
-  resident = list(itertools.islice(prepared_batches(), 4))
-  feeds = {"fake": _fake_batches(fake, runs["fake"].mesh), "prepared": prepared_batches(),
-           "prepared_resident": itertools.cycle(resident)}
+  step = TrainStep(prepared, stored_size=data.dataset_info(prepared).stored_size)
+  fed = parallel.prefetch_to_mesh(
+      data.create_train_iterator(prepared, process_index=0, process_count=1), step.mesh)
+  runs = {"prepared": (step, fed),
+          "prepared_resident": (step, itertools.cycle([next(fed) for _ in range(4)]))}
+  if fake is not None:
+    fake_step = TrainStep(fake)
+    runs["fake"] = (fake_step, _fake_batches(fake, fake_step.mesh))
   times = {name: [] for name in runs}
-  for name in runs:
-    runs[name].run(feeds[name], 2)  # warm-up
-  for _ in range(rounds):  # Interleaved, so both see the same machine load.
-    for name in runs:
-      times[name].append(runs[name].run(feeds[name], steps))
-  ips = {name: fake.batch_size / statistics.median(t) for name, t in times.items()}
+  for run, feed in runs.values():
+    run.run(feed, 2)  # warm-up
+  for _ in range(rounds):  # Interleaved, so all see the same machine load.
+    for name, (run, feed) in runs.items():
+      times[name].append(run.run(feed, steps))
+  ips = {name: prepared.batch_size / statistics.median(t) for name, t in times.items()}
   out = {f"{name}_images_per_sec": v for name, v in ips.items()}
-  out["prepared_vs_fake"] = ips["prepared"] / ips["fake"]
   out["prepared_vs_resident"] = ips["prepared"] / ips["prepared_resident"]
-  print(f"end to end, {fake.model.variant} at {fake.image_size}px, batch {fake.batch_size}: "
-        f"fake data {ips['fake']:.1f} images/s, prepared data {ips['prepared']:.1f} images/s "
-        f"({100 * out['prepared_vs_fake']:.1f}% of fake; median of {rounds} rounds); "
-        f"the same prepared batches kept on the device {ips['prepared_resident']:.1f} images/s, "
-        f"so reading from the host keeps {100 * out['prepared_vs_resident']:.1f}% of the "
-        f"step's speed", flush=True)
+  print(f"end to end, {prepared.model.variant} at {prepared.image_size}px, batch "
+        f"{prepared.batch_size}: prepared data -> device -> step {ips['prepared']:,.1f} "
+        f"images/s; the same step on prepared batches kept on the device "
+        f"{ips['prepared_resident']:,.1f} (reading from the host keeps "
+        f"{100 * out['prepared_vs_resident']:.1f}%; median of {rounds} rounds)", flush=True)
+  if fake is not None:
+    out["prepared_vs_fake"] = ips["prepared"] / ips["fake"]
+    print(f"  fake data on the device {ips['fake']:,.1f} images/s: prepared data runs at "
+          f"{100 * out['prepared_vs_fake']:.1f}% of it", flush=True)
+  return out
+
+
+def cpu_info() -> dict:
+  """The host CPU's model and flags (/proc/cpuinfo; `platform` where there is none)."""
+  import platform  # pylint: disable=g-import-not-at-top
+  info = {"model": platform.processor() or platform.machine(), "flags": []}
+  try:
+    with open("/proc/cpuinfo") as f:
+      for line in f:
+        key, _, value = (part.strip() for part in line.partition(":"))
+        if key in ("model name", "Model") and value:
+          info["model"] = value
+        elif key in ("flags", "Features") and not info["flags"]:
+          info["flags"] = value.split()
+  except OSError:
+    pass
+  return info
+
+
+def print_cpu(info: dict) -> None:
+  simd = [f for f in info["flags"] if f.startswith(("avx", "amx", "fma", "sse4", "asimd", "sve"))]
+  print(f"CPU: {info['model']}; SIMD flags: {' '.join(simd) or 'none listed'}", flush=True)
+
+
+def verdict(demand: float, hot: float, cold: float | None = None) -> tuple[bool, str]:
+  """Whether the reader keeps up: its measured wall images/s against the devices' demand."""
+  if hot < demand:
+    return False, (f"the input does NOT keep up: the reader delivers {hot:,.0f} images/s from "
+                   f"the page cache, the devices consume {demand:,.0f}")
+  if cold is not None and cold < demand:
+    return True, (f"the input keeps up from the page cache only ({hot:,.0f} images/s against "
+                  f"{demand:,.0f}); from disk it delivers {cold:,.0f}")
+  return True, f"the input keeps up: {hot:,.0f} images/s against {demand:,.0f}"
+
+
+def synthetic_folder(root, *, train: int, size: int, classes: int = 4, seed: int = 0):
+  """An image folder of `train` random photos (+ 2 per class in val/), as JPEGs of about
+  size x 4/3 size: smooth random colour fields with noise, so they decode like photos."""
+  from PIL import Image  # pylint: disable=g-import-not-at-top
+  import numpy as np  # pylint: disable=g-import-not-at-top
+  rng = np.random.default_rng(seed)
+  root = pathlib.Path(root)
+  for split, n in (("train", train), ("val", 2 * classes)):
+    for i in range(n):
+      folder = root / split / f"class{i % classes}"
+      folder.mkdir(parents=True, exist_ok=True)
+      h, w = size + int(rng.integers(0, 16)), size * 4 // 3
+      field = Image.fromarray(rng.integers(0, 256, (6, 8, 3), np.uint8)).resize((w, h))
+      noise = rng.integers(-12, 13, (h, w, 3))
+      pixels = np.clip(np.asarray(field, np.int16) + noise, 0, 255).astype(np.uint8)
+      Image.fromarray(pixels).save(folder / f"{i:06d}.jpg", quality=90)
+  return root
+
+
+def prepared_config(data_dir, batch_size, *, image_size=None, workers=0):
+  """A training config reading the prepared dataset `data_dir` as stored."""
+  from alexnet_jax.data import prepared  # pylint: disable=g-import-not-at-top
+  manifest = prepared.read_manifest(data_dir)
+  stored = int(manifest["image_size"])
+  c = make_config("paper", batch_size, min(image_size or stored, stored),
+                  num_classes=len(manifest["class_names"]))
+  c.dataset, c.data_dir, c.input_workers = "prepared", str(data_dir), workers
+  c.resize_size, c.eval_resize = stored, manifest["eval_resize"]
+  return c
+
+
+def drop_page_cache(data_dir, split="train") -> bool:
+  """Drops a local prepared split's image files from the page cache (posix_fadvise)."""
+  from alexnet_jax.data import prepared  # pylint: disable=g-import-not-at-top
+  if "://" in str(data_dir) or not hasattr(os, "posix_fadvise"):
+    return False
+  for shard in prepared.read_manifest(data_dir)["splits"][split]["shards"]:
+    fd = os.open(os.path.join(data_dir, shard["images"]), os.O_RDONLY)
+    try:
+      os.fsync(fd)  # Dirty pages (a set just written) cannot be dropped.
+      os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
+    finally:
+      os.close(fd)
+  return True
+
+
+def reader_rates(config, *, batches: int) -> dict:
+  """Wall images/s of the prepared training reader, from the iterator's creation to its
+  last batch: cold after `drop_page_cache`, over at most one epoch so that every read
+  misses; then hot, the same batches again (`batches` of them once the cold pass has
+  read the whole split)."""
+  from alexnet_jax import data  # pylint: disable=g-import-not-at-top
+  epoch = max(1, data.dataset_info(config).num_train_examples // config.batch_size)
+  counts = {"cold": min(batches, epoch)}
+  counts["hot"] = batches if counts["cold"] == epoch else counts["cold"]
+  out = {"batch_size": config.batch_size, "cold_images_per_sec": None}
+  for mode, count in counts.items():
+    timed = mode == "hot" or drop_page_cache(config.data_dir)  # Else the pass only warms.
+    start = time.perf_counter()
+    it = data.create_train_iterator(config, process_index=0, process_count=1)
+    for _ in range(count):
+      next(it)
+    wall = time.perf_counter() - start
+    it.close()
+    out["workers"] = it.workers
+    if timed:
+      out[f"{mode}_images_per_sec"] = count * config.batch_size / wall
   return out
 
 
 def bench_gpu(args):
-  """bf16 images/s and MFU for paper/torchvision over batch sizes, in bounded time."""
+  """The step alone per variant and batch size, the reader, end to end, and a verdict."""
   import jax  # pylint: disable=g-import-not-at-top
-  from alexnet_jax import models  # pylint: disable=g-import-not-at-top
+  from alexnet_jax import data, models  # pylint: disable=g-import-not-at-top
   device = jax.devices()[0]
   kind = device.device_kind
   peak, matched = peak_bf16_flops(kind)
   if args.peak_tflops:
     peak, matched = args.peak_tflops * 1e12, "--peak_tflops"
-  size = args.image_size
-  print(f"device: {kind} ({jax.default_backend()}); dense bf16 peak: "
-        + (f"{peak / 1e12:.0f} TFLOP/s ({matched})" if peak else "unknown (pass --peak_tflops)"))
+  size, batch_sizes = args.image_size, [int(b) for b in args.batch_sizes.split(",")]
+  cpu = cpu_info()
+  print(f"device: {kind} ({jax.default_backend()}, {jax.local_device_count()} local); dense "
+        "bf16 peak: " + (f"{peak / 1e12:.0f} TFLOP/s ({matched})" if peak else
+                         "unknown (pass --peak_tflops)"))
   start, rows = time.perf_counter(), []
   print(f"{'variant':<12} {'batch':>6} {'images/s':>10} {'ms/step':>8} {'TFLOP/s':>8} "
         f"{'MFU':>6} {'compile s':>9} {'XLA MiB':>8}")
   for variant in args.variants.split(","):
     flops_per_image = 3 * 2 * models.forward_macs(variant, image_size=size)
     state = None  # one initialisation per variant, reused across batch sizes
-    for b in [int(b) for b in args.batch_sizes.split(",")]:
+    for b in batch_sizes:
       if time.perf_counter() - start > args.budget_s:
         print(f"{variant:<12} {b:>6}  skipped: time budget {args.budget_s:.0f}s spent")
         continue
@@ -361,44 +472,93 @@ def bench_gpu(args):
             + (f"{step.memory_mib:>8.0f}" if step.memory_mib else f"{'n/a':>8}"), flush=True)
       state = step.state
       del step
-  result = {"device": kind, "peak_flops": peak, "rows": rows}
-  if args.pipeline_batches and rows:
-    best = max(r["images_per_sec"] for r in rows)
-    result["pipeline"] = _supply_vs_demand(args, best)
-  peak_mib = _device_peak_mib(device)
-  if peak_mib is not None:
-    print(f"device memory peak over the whole run: {peak_mib:.0f} MiB")
-  print(f"total {time.perf_counter() - start:.0f}s; MFU = images/s x 6 x forward MACs "
-        f"(models.forward_macs, {size}px) / peak; {'fp32' if args.fp32 else 'bf16'} compute, "
-        "fp32 params; batch resident on the device.")
+  result = {"device": kind, "backend": jax.default_backend(), "peak_flops": peak,
+            "peak_from": matched, "cpu": cpu, "image_size": size,
+            "compute": "fp32" if args.fp32 else "bf16", "rows": rows,
+            "device_peak_mib": _device_peak_mib(device)}
+  with tempfile.TemporaryDirectory(dir=args.scratch_dir) as tmp:
+    data_dir = args.data_dir
+    if not data_dir:  # Random photos, JPEG-encoded, through the real `prepare`.
+      c = make_config("paper", 1, size, num_classes=None)
+      c.dataset, c.resize_size = "imagefolder", args.resize_size or size * 8 // 7
+      c.data_dir = str(synthetic_folder(pathlib.Path(tmp) / "photos", size=c.resize_size,
+                                        train=args.synthetic_images or 4 * max(batch_sizes)))
+      data_dir = _prepared_copy(c, c.data_dir, pathlib.Path(tmp) / "prepared")
+    result.update(_input_rows(args, data_dir, rows, max(batch_sizes)))
+  result["total_s"] = time.perf_counter() - start
+  print(f"total {result['total_s']:.0f}s; MFU = images/s x 6 x forward MACs "
+        f"(models.forward_macs, {size}px) / peak; {result['compute']} compute, fp32 params; "
+        "the step alone reads a batch resident on the device.")
+  print_cpu(cpu)
   return result
 
 
-def _supply_vs_demand(args, best_ips):
-  """Host input supply (per core, x this host's cores) against the fastest step."""
+def _input_rows(args, data_dir, rows, batch_size):
+  """The reader's wall rates, the verdict and the end-to-end row for prepared `data_dir`."""
+  import jax  # pylint: disable=g-import-not-at-top
   from alexnet_jax import data  # pylint: disable=g-import-not-at-top
-  cores = data.available_cores()
-  config = make_config(args.variants.split(",")[0], 256, args.image_size, num_classes=None)
-  supply = {}
-  if args.data_dir:
-    from alexnet_jax.data import prepared  # pylint: disable=g-import-not-at-top
-    manifest = prepared.read_manifest(args.data_dir)
-    config.dataset, config.data_dir = "prepared", args.data_dir
-    config.resize_size, config.eval_resize = manifest["image_size"], manifest["eval_resize"]
-    config.image_size = min(config.image_size, config.resize_size)
-  else:
-    config.dataset, config.data_dir = "imagefolder", str(SHIPPED_PHOTOS)
-    config.batch_size = 8
-  cost = host_pipeline_cost(config, batches=args.pipeline_batches)
-  supply = {"source": config.dataset, "images_per_cpu_second": cost["images_per_cpu_second"],
-            "cores": cores, "host_supply_images_per_sec": cost["images_per_cpu_second"] * cores,
-            "step_images_per_sec": best_ips}
-  supply["keeps_up"] = supply["host_supply_images_per_sec"] >= best_ips
-  print(f"input: {config.dataset} costs {1e6 / cost['images_per_cpu_second']:.0f} us of host CPU "
-        f"per image: {cores} cores supply {supply['host_supply_images_per_sec']:.0f} images/s "
-        f"against the step's {best_ips:.0f}: "
-        + ("keeps up" if supply["keeps_up"] else "does NOT keep up"), flush=True)
-  return supply
+  config = prepared_config(data_dir, batch_size, image_size=args.image_size,
+                           workers=args.workers)
+  info = data.dataset_info(config)
+  config.batch_size = config.eval_batch_size = min(batch_size, info.num_train_examples)
+  reader = reader_rates(config, batches=args.reader_batches)
+  reader.update(data_dir=args.data_dir or "synthetic", num_examples=info.num_train_examples,
+                stored_size=info.stored_size)
+  cold, hot = reader["cold_images_per_sec"], reader["hot_images_per_sec"]
+  print(f"reader: {reader['data_dir']} ({info.num_train_examples} images at "
+        f"{info.stored_size}px), batch {config.batch_size}, {reader['workers']} threads, wall: "
+        f"cold {'n/a (not local)' if cold is None else f'{cold:,.0f}'}, hot {hot:,.0f} images/s")
+  out = {"reader": reader}
+  if not rows:
+    return out
+  best, devices = max(rows, key=lambda r: r["images_per_sec"]), jax.local_device_count()
+  keeps_up, text = verdict(best["images_per_sec"] * devices, hot, cold)
+  out["verdict"] = {"keeps_up": keeps_up, "text": text, "local_devices": devices,
+                    "demand_images_per_sec": best["images_per_sec"] * devices, "step": best}
+  if args.end_to_end_steps:
+    config.model.variant, config.half_precision = best["variant"], not args.fp32
+    config.batch_size = config.eval_batch_size = min(best["batch_size"], info.num_train_examples)
+    e2e = _end_to_end(config, steps=args.end_to_end_steps, rounds=args.rounds)
+    e2e.update(variant=best["variant"], batch_size=config.batch_size,
+               step_alone_images_per_sec=best["images_per_sec"],
+               vs_step_alone=e2e["prepared_images_per_sec"] / best["images_per_sec"])
+    print(f"  the step alone (fake data on the device, no augmentation) "
+          f"{best['images_per_sec']:,.1f}: {100 * e2e['vs_step_alone']:.0f}%")
+    out["end_to_end"] = e2e
+  print(f"verdict: {text} (the fastest step, {best['variant']} at batch {best['batch_size']}, "
+        f"x {devices} local devices)", flush=True)
+  return out
+
+
+def markdown(result) -> str:
+  """`benchmark gpu`'s result as a markdown report."""
+  n = lambda v, f="{:,.0f}": "n/a" if v is None else f.format(v)
+  peak = result["peak_flops"]
+  lines = [f"# benchmark gpu: {result['device']} ({result['backend']})", "",
+           f"Dense bf16 peak {n(peak and peak / 1e12)} TFLOP/s ({result['peak_from']}); "
+           f"{result['compute']} compute at {result['image_size']}px; device memory peak over the "
+           f"run {n(result['device_peak_mib'])} MiB; CPU: {result['cpu']['model']}.", "",
+           "| variant | batch | images/s | ms/step | TFLOP/s | MFU | compile s | XLA MiB |",
+           "|---|---:|---:|---:|---:|---:|---:|---:|"]
+  lines += [f"| {r['variant']} | {r['batch_size']} | {r['images_per_sec']:,.0f} | "
+            f"{r['step_ms']:.1f} | {r['tflops']:.1f} | {n(r['mfu'] and 100 * r['mfu'], '{:.1f}%')}"
+            f" | {r['compile_s']:.1f} | {n(r['xla_memory_mib'])} |" for r in result["rows"]]
+  reader, e2e = result["reader"], result.get("end_to_end")
+  inputs = [("reader, cold (page cache dropped)", reader["cold_images_per_sec"]),
+            ("reader, hot", reader["hot_images_per_sec"])]
+  if e2e:
+    inputs += [(f"{e2e['variant']} at batch {e2e['batch_size']}: prepared data -> device -> "
+                "step", e2e["prepared_images_per_sec"]),
+               ("the same step on prepared batches kept on the device",
+                e2e["prepared_resident_images_per_sec"]),
+               ("the step alone", e2e["step_alone_images_per_sec"])]
+  lines += ["", f"Input: {reader['data_dir']}, {reader['num_examples']} images at "
+            f"{reader['stored_size']}px, batch {reader['batch_size']}, {reader['workers']} "
+            "reader threads; wall images/s.", "", "| | images/s |", "|---|---:|"]
+  lines += [f"| {name} | {n(v)} |" for name, v in inputs]
+  if result.get("verdict"):
+    lines += ["", f"Verdict: {result['verdict']['text']}."]
+  return "\n".join(lines) + "\n"
 
 
 # --------------------------------------------------------------------------
@@ -425,7 +585,8 @@ def _parser():
     q.add_argument("--rounds", type=int, default=5, help="timed rounds (median)")
   q = sub.add_parser("pipeline", help="JPEG vs prepared input: host cost and end to end")
   common(q)
-  q.add_argument("--data_dir", default=None, help="image folder (default: the test photos)")
+  q.add_argument("--data_dir", default=None,
+                 help="image folder (default: random photos written as JPEGs)")
   q.add_argument("--prepared_dir", default=None,
                  help="its prepared copy (default: prepared into a temporary directory)")
   q.add_argument("--augmentation", default="paper,inception")
@@ -433,21 +594,29 @@ def _parser():
   q.add_argument("--train_steps", type=int, default=4,
                  help="steps per round of the end-to-end comparison (0: skip it)")
   q.add_argument("--rounds", type=int, default=3)
-  q = sub.add_parser("gpu", help="bf16 images/s and MFU, paper/torchvision, batch 128..1024")
+  q = sub.add_parser("gpu", help="first run on an accelerator: step, reader, end to end")
   q.add_argument("--variants", default="paper,torchvision")
-  q.add_argument("--batch_sizes", default="128,256,512,1024")
+  q.add_argument("--batch_sizes", default="256,1024")
   q.add_argument("--image_size", type=int, default=224)
   q.add_argument("--steps", type=int, default=10)
   q.add_argument("--rounds", type=int, default=3)
   q.add_argument("--warmup_steps", type=int, default=3)
-  q.add_argument("--budget_s", type=float, default=360.0,
-                 help="stop starting new configurations after this many seconds")
+  q.add_argument("--budget_s", type=float, default=240.0,
+                 help="stop starting new step configurations after this many seconds")
   q.add_argument("--peak_tflops", type=float, default=None, help="override the peak")
   q.add_argument("--fp32", action="store_true", help="fp32 instead of bf16 compute")
-  q.add_argument("--data_dir", default=None,
-                 help="a prepared dataset: measure its host cost against the best step")
-  q.add_argument("--pipeline_batches", type=int, default=20,
-                 help="input batches timed after the table (0: skip)")
+  q.add_argument("--data_dir", default=None, help="a prepared dataset (default: random "
+                 "photos, 4 x the largest batch, prepared at --resize_size in a temporary dir)")
+  q.add_argument("--synthetic_images", type=int, default=None)
+  q.add_argument("--resize_size", type=int, default=None, help="default: image_size x 8/7")
+  q.add_argument("--scratch_dir", default=None, help="where the synthetic set goes (not a "
+                 "tmpfs, or cold reads hit memory; default: the system's temporary dir)")
+  q.add_argument("--workers", type=int, default=0, help="reader threads (0: config default)")
+  q.add_argument("--reader_batches", type=int, default=32,
+                 help="batches timed hot (cold: at most one epoch of them)")
+  q.add_argument("--end_to_end_steps", type=int, default=10,
+                 help="steps per round of the end-to-end row (0: skip it)")
+  q.add_argument("--out", default="benchmark_gpu", help="writes OUT.json and OUT.md")
   q.add_argument("--smoke", action="store_true",
                  help="tiny run (batch 2,4 at 96px unless given, 1 step) to check the script")
   return p
@@ -455,10 +624,16 @@ def _parser():
 
 def main(argv=None):
   args = _parser().parse_args(argv)
+  if args.command != "gpu":  # gpu prints it with its results.
+    print_cpu(cpu_info())
   result = _run(args)
+  text = json.dumps(result, indent=1, default=float)
   if args.json:
-    with open(args.json, "w") as f:
-      json.dump(result, f, indent=1, default=float)
+    pathlib.Path(args.json).write_text(text)
+  if args.command == "gpu":
+    pathlib.Path(f"{args.out}.json").write_text(text)
+    pathlib.Path(f"{args.out}.md").write_text(markdown(result))
+    print(f"wrote {args.out}.json and {args.out}.md")
   return result
 
 
@@ -470,8 +645,8 @@ def _run(args):
         args.batch_sizes = "2,4"
       if args.image_size == defaults.image_size:
         args.image_size = 96
-      args.steps, args.rounds, args.warmup_steps = 1, 1, 1
-      args.pipeline_batches = min(args.pipeline_batches, 2)
+      args.steps, args.rounds, args.warmup_steps, args.end_to_end_steps = 1, 1, 1, 1
+      args.reader_batches = min(args.reader_batches, 2)
     return bench_gpu(args)
   if args.command == "pipeline":
     return bench_pipeline(args)

@@ -23,13 +23,14 @@ several times cheaper per image than ArrayRecord or decoding small JPEGs
 
 from __future__ import annotations
 
+import collections
 import concurrent.futures
 import dataclasses
 import hashlib
 import json
 import math
 import os
-import queue
+import sys
 import threading
 from typing import Iterator
 
@@ -116,8 +117,26 @@ def _open_shard(root, shard: dict, record: int, num_classes: int, start: int) ->
   return Shard(images, labels, start)
 
 
+def _runs(indices: np.ndarray, shards: np.ndarray, max_gap: int) -> list[tuple[int, int]]:
+  """Splits sorted example indices into runs that one read fetches, as (start, stop)
+  positions: the examples of a run share a shard and each lies at most `max_gap` records
+  after the one before (a repeat starts a new run). max_gap=1: contiguous records."""
+  step = np.diff(indices)
+  breaks = np.flatnonzero((np.diff(shards) != 0) | (step == 0) | (step > max_gap)) + 1
+  bounds = [0, *breaks.tolist(), len(indices)]
+  return list(zip(bounds[:-1], bounds[1:]))
+
+
 class _Reader:
-  """Random access to one split: batches of examples by index, one pread each."""
+  """Random access to one split: examples by index, one read per run of neighbouring records.
+
+  Local shards: one `preadv` per run of contiguous records, straight into the batch, on
+  one descriptor per shard shared by every thread. Remote shards (gs://...): one ranged
+  read per run of records at most REMOTE_GAP bytes apart, so a batch costs a request per
+  run, not per image; a file object per thread (they seek).
+  """
+
+  REMOTE_GAP = 1 << 20  # Bytes a remote read may fetch and drop to save a request.
 
   def __init__(self, root, manifest, split):
     self.size = int(manifest["image_size"])
@@ -135,75 +154,112 @@ class _Reader:
                              f"the manifest says {self.num_examples}; rerun prepare.")
     self.labels = np.concatenate([s.labels for s in self.shards]).astype(np.int32)
     self._starts = np.array([s.start for s in self.shards])
-    self._files = threading.local()
+    self.remote = "://" in os.fspath(root)
+    self._fds, self._files = {}, threading.local()
 
-  def _file(self, shard_index):
-    files = getattr(self._files, "open", None)
-    if files is None:
-      files = self._files.open = {}
-    if shard_index not in files:
-      path = self.shards[shard_index].images
-      files[shard_index] = (os.open(path, os.O_RDONLY) if "://" not in os.fspath(path)
-                            else path.open("rb"))
-    return files[shard_index]
+  def _file(self, s):
+    if not self.remote:  # pread needs no position: one descriptor serves every thread.
+      if s not in self._fds:
+        fd = os.open(self.shards[s].images, os.O_RDONLY)
+        if self._fds.setdefault(s, fd) != fd:  # Another thread was first.
+          os.close(fd)
+      return self._fds[s]
+    files = self._files.__dict__.setdefault("open", {})
+    if s not in files:
+      files[s] = self.shards[s].images.open("rb")
+    return files[s]
 
-  def read(self, indices: np.ndarray, out: np.ndarray) -> None:
-    """Copies examples `indices` into out[i] (uint8 [len(indices), R, R, 3])."""
-    shard_of = np.searchsorted(self._starts, indices, side="right") - 1
-    flat = out.reshape(len(indices), self.record)
-    for i in np.argsort(indices, kind="stable"):  # In file order: sequential where possible.
-      s = int(shard_of[i])
-      offset = (int(indices[i]) - self.shards[s].start) * self.record
-      f = self._file(s)
-      if isinstance(f, int):
-        if os.preadv(f, [flat[i]], offset) != self.record:
-          raise OSError(f"{self.shards[s].images} is truncated; rerun prepare.")
+  def read(self, indices: np.ndarray, out: np.ndarray, rows=None) -> None:
+    """Copies examples indices[rows] into out[rows] (uint8 [len(indices), R, R, 3]).
+
+    rows: positions in `indices` ordered by index (default: all of them); threads may
+    fill disjoint rows of one `out` at once.
+    """
+    flat = out.reshape(len(out), self.record)
+    rows = np.argsort(indices, kind="stable") if rows is None else np.asarray(rows)
+    wanted = indices[rows]
+    shard_of = np.searchsorted(self._starts, wanted, side="right") - 1
+    runs = _runs(wanted, shard_of, max(1, self.REMOTE_GAP // self.record) if self.remote else 1)
+    offsets = ((wanted - self._starts[shard_of]) * self.record).tolist()
+    rows, wanted, shard_of = rows.tolist(), wanted.tolist(), shard_of.tolist()
+    for a, b in runs:  # Plain ints from here: the loop holds the GIL.
+      f = self._file(shard_of[a])
+      if self.remote:
+        count = wanted[b - 1] - wanted[a] + 1
+        f.seek(offsets[a])
+        data = f.read(count * self.record)
+        got, want = len(data), count * self.record
+        if got == want:
+          span = np.frombuffer(data, np.uint8).reshape(count, self.record)
+          flat[rows[a:b]] = span[np.subtract(wanted[a:b], wanted[a])]
       else:
-        f.seek(offset)
-        f.readinto(memoryview(flat[i]))
+        got = want = 0
+        for k in range(a, b, 1024):  # At most IOV_MAX buffers per call.
+          part = rows[k:min(b, k + 1024)]
+          got += os.preadv(f, [flat[i] for i in part], offsets[k])
+          want += len(part) * self.record
+      if got != want:
+        raise OSError(f"{self.shards[shard_of[a]].images} is truncated; rerun prepare.")
 
 
 class _Batches:
-  """Batches made on a background thread, `depth` ahead of the loop.
+  """Batches read by `workers` threads (0: one per core, at most 8), `depth` batches ahead.
 
-  `indices(t)` gives batch t's example indices and whatever extra arrays go
-  with them (the eval mask).
+  `indices(t)` gives batch t's example indices and any extra arrays (the eval mask); it
+  runs on the caller's thread, in order. Each batch is split in file order among the
+  threads. An image buffer is reused only when nothing but the ring refers to it
+  (`sys.getrefcount`), so a batch still held is never overwritten: by the caller, or by
+  `device_put`, which references the array until its copy is done, and for the device
+  array's lifetime where the CPU aliases it (`parallel.prefetch_to_mesh`).
   """
 
-  def __init__(self, reader, indices_fn, batch_size, start, stop=None, depth=4):
+  def __init__(self, reader, indices_fn, batch_size, start, stop=None, depth=4, workers=0):
     self._reader, self._indices, self._size = reader, indices_fn, batch_size
     self._next, self._stop = start, stop
-    self._queue = queue.Queue(maxsize=depth)
-    self._pool = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="prepared-read")
-    self._closed = False
+    self.workers = int(workers) or min(8, sources.available_cores())
+    self._pool = concurrent.futures.ThreadPoolExecutor(self.workers,
+                                                       thread_name_prefix="prepared-read")
+    self._pending = collections.deque()
+    self._ring, self._ring_size = [], 2 * depth + 2
     for _ in range(depth):
       self._submit()
+
+  def _buffer(self):
+    for image in self._ring:
+      if sys.getrefcount(image) == 3:  # The ring, `image` and getrefcount's argument.
+        return image
+    r = self._reader.size
+    image = np.empty((self._size, r, r, 3), np.uint8)
+    if len(self._ring) < self._ring_size:
+      self._ring.append(image)
+    return image
 
   def _submit(self):
     if self._stop is not None and self._next >= self._stop:
       return
-    self._queue.put(self._pool.submit(self._make, self._next))
+    indices, extra = self._indices(self._next)
     self._next += 1
-
-  def _make(self, t):
-    indices, extra = self._indices(t)
-    r = self._reader.size
-    image = np.zeros((self._size, r, r, 3), np.uint8)
+    image = self._buffer()
     real = indices >= 0
     count = int(real.sum())  # Padding (index -1) only ever ends a batch.
-    self._reader.read(indices[:count], image[:count])
+    image[count:] = 0
+    rows = np.argsort(indices[:count], kind="stable")
+    reads = [self._pool.submit(self._reader.read, indices[:count], image, part)
+             for part in np.array_split(rows, self.workers) if len(part)]
     batch = {"image": image, "label": np.where(real, self._reader.labels[np.maximum(indices, 0)],
                                                0).astype(np.int32)}
     batch.update(extra)
-    return batch
+    self._pending.append((batch, reads))
 
   def __iter__(self) -> Iterator[dict]:
     return self
 
   def __next__(self) -> dict:
-    if self._queue.empty():
+    if not self._pending:
       raise StopIteration
-    batch = self._queue.get().result()
+    batch, reads = self._pending.popleft()
+    for read in reads:
+      read.result()
     self._submit()
     return batch
 
@@ -278,7 +334,7 @@ class PreparedSource(sources.Source):
         out[where] = epoch_order(int(epoch))[offsets[where]]
       return out, {}
 
-    return _Batches(reader, indices, local, start_step)
+    return _Batches(reader, indices, local, start_step, workers=config.input_workers)
 
   def eval_iterator(self, config, *, process_index, process_count):
     reader = self._reader(sources.resolve_splits(config, self)[1])
@@ -293,4 +349,5 @@ class PreparedSource(sources.Source):
       chunk = padded[t * local:(t + 1) * local]
       return chunk, {"mask": chunk >= 0}
 
-    return _Batches(reader, indices, local, 0, stop=num_batches)
+    return _Batches(reader, indices, local, 0, stop=num_batches,
+                    workers=config.input_workers)
