@@ -97,10 +97,13 @@ def _model_check(key):
   return check
 
 
+# Metric writers config.writers may name (metrics.WRITERS builds them).
+WRITERS = ("tensorboard", "wandb", "mlflow")
+
+
 def _writers_check(value):
-  from alexnet_jax import metrics  # pylint: disable=g-import-not-at-top
-  unknown = [w for w in str(value).split(",") if w.strip() and w.strip() not in metrics.WRITERS]
-  return f"unknown writer(s) {unknown}; choose from {', '.join(metrics.WRITERS)}" if unknown else None
+  unknown = [w for w in str(value).split(",") if w.strip() and w.strip() not in WRITERS]
+  return f"unknown writer(s) {unknown}; choose from {', '.join(WRITERS)}" if unknown else None
 
 
 def _models(name):
@@ -221,6 +224,10 @@ FIELDS: dict[str, Field] = {
     "plateau_max_decays": Field(3, "plateau: most decays", check=_non_negative),
     "plateau_min_delta": Field(1e-3, "plateau: improvement that counts", check=_non_negative),
     "label_smoothing": Field(0.0, "label smoothing", check=_fraction),
+    "mixup_alpha": Field(0.0, "Mixup on the device: lam ~ Beta(alpha, alpha) (0: off)",
+                         check=_non_negative),
+    "cutmix_alpha": Field(0.0, "CutMix on the device (0: off; with mixup_alpha too, half of "
+                          "the examples each)", check=_non_negative),
     "clip_grad_norm": Field(0.0, "clip gradients to this global norm before the update (0: "
                             "off; the logged grad_norm is before clipping)", check=_non_negative),
     "grad_accum_steps": Field(1, "micro-batches per update: each device's share of batch_size "
@@ -252,6 +259,7 @@ FIELDS: dict[str, Field] = {
 RESUMABLE_KEYS = frozenset({
     "num_train_steps", "num_epochs", "log_every_steps", "eval_every_steps",
     "checkpoint_every_steps", "keep_checkpoints", "profile", "prefetch_batches", "writers",
+    "input_workers",
     "eval_batch_size", "data_dir", "tfds_data_dir", "allow_config_change",
     "compilation_cache_dir",
 })
@@ -362,10 +370,10 @@ def validate(config, *, num_devices: int | None = None) -> None:
                       ("eval_batch_size", num_devices)):
       if config[key] % unit:
         _fail(key, config[key],
-              f"the global batch must be a multiple of {unit}: the data-parallel device count "
+              f"the global batch must be a multiple of the data-parallel device count "
               f"{num_devices} (all devices of all processes, divided by parallelism.model)"
-              + (f" times grad_accum_steps={config.grad_accum_steps}" if unit != num_devices
-                 else "") + f"; e.g. {max(1, config[key] // unit) * unit}")
+              + (f" times grad_accum_steps={config.grad_accum_steps} = {unit}"
+                 if unit != num_devices else "") + f"; e.g. {max(1, config[key] // unit) * unit}")
 
 
 def has_key(config, dotted: str) -> bool:

@@ -30,6 +30,7 @@ from alexnet_jax import evaluation
 from alexnet_jax import models
 from alexnet_jax import optim
 from alexnet_jax import parallel
+from alexnet_jax.data import device_augment as device_augment_lib
 from alexnet_jax.models import cpu_kernels
 from alexnet_jax.models import towers as towers_lib
 from alexnet_jax.parallel import DATA_AXIS, MODEL_AXIS
@@ -120,43 +121,55 @@ def make_train_step(model, tx, learning_rate_fn: Callable, config, mesh, abstrac
   log_every = int(config.log_every_steps)
   global_batch = int(config.batch_size)
   accum = int(config.grad_accum_steps)
+  mixup_alpha, cutmix_alpha = float(config.mixup_alpha), float(config.cutmix_alpha)
+  mixing = bool(mixup_alpha or cutmix_alpha)
   towers = num_towers(mesh)
   net = step_model(model, mesh)
 
   def per_device(state: TrainState, window, batch):
     step = state.step
     images = batch["image"]
+    local = images.shape[0]
+    indices = step * global_batch + lax.axis_index(DATA_AXIS) * local + jnp.arange(local)
     if device_augment is not None:
-      local = images.shape[0]
-      first = step * global_batch + lax.axis_index(DATA_AXIS) * local
-      images = device_augment(images, first + jnp.arange(local))
+      images = device_augment(images, indices)
     images = evaluation.normalize_images(images, config.mean_rgb, config.std_rgb)
     labels = batch["label"]
+    # Soft targets: lam of the label, 1 - lam of the partner's (Mixup/CutMix), else lam 1.
+    targets = (labels, labels, jnp.ones(labels.shape, jnp.float32))
+    if mixing:
+      images, partner, lam = device_augment_lib.mix(
+          images, labels, device_augment_lib.example_keys(config.seed, indices),
+          mixup_alpha=mixup_alpha, cutmix_alpha=cutmix_alpha)
+      targets = (labels, partner, lam)
     key = device_dropout_key(dropout_root, step, towers)
 
-    def loss_fn(params, images, labels, key):
+    def loss_fn(params, images, targets, key):
       logits = net.apply({"params": params}, images, train=True, rngs={"dropout": key})
       logits = logits.astype(jnp.float32)
-      losses = cross_entropy(logits, labels, label_smoothing)
+      label, partner, lam = targets
+      losses = cross_entropy(logits, label, label_smoothing)
+      if mixing:
+        losses = lam * losses + (1.0 - lam) * cross_entropy(logits, partner, label_smoothing)
       # Every tower computes the same loss and the gathers' backward adds
       # their cotangents: 1/towers gives the single-device gradient.
       return losses.mean() / towers, (losses, logits)
 
     grad_fn = jax.grad(loss_fn, has_aux=True)
     if accum == 1:
-      grads, (losses, logits) = grad_fn(state.params, images, labels, key)
+      grads, (losses, logits) = grad_fn(state.params, images, targets, key)
     else:
       # config.grad_accum_steps micro-batches in sequence, one update: the mean of
       # equal micro-batches' mean gradients is the whole batch's.
       def micro(total, xs):
-        i, x, y = xs
-        g, aux = grad_fn(state.params, x, y, jax.random.fold_in(key, i))
+        i, x, t = xs
+        g, aux = grad_fn(state.params, x, t, jax.random.fold_in(key, i))
         return jax.tree.map(jnp.add, total, g), aux
 
       split = lambda a: a.reshape((accum, a.shape[0] // accum) + a.shape[1:])
       grads, (losses, logits) = lax.scan(
           micro, jax.tree.map(jnp.zeros_like, state.params),
-          (jnp.arange(accum), split(images), split(labels)))
+          (jnp.arange(accum), split(images), jax.tree.map(split, targets)))
       grads = jax.tree.map(lambda g: g / accum, grads)
       losses, logits = losses.reshape(-1), logits.reshape((-1, logits.shape[-1]))
     grads = lax.pmean(grads, DATA_AXIS)

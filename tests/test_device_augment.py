@@ -126,3 +126,38 @@ def test_eval_crops_match_the_host_definitions():
   np.testing.assert_array_equal(ten[:, 1], image[:, :24, 3:])
   np.testing.assert_array_equal(ten[:, 4], centre)
   np.testing.assert_array_equal(ten[:, 5:], ten[:, :5, :, ::-1])
+
+
+def test_mixup_is_a_convex_combination_with_the_reversed_batch():
+  rng = np.random.default_rng(0)
+  images = jnp.asarray(rng.uniform(0, 255, (6, 8, 8, 3)), jnp.float32)
+  labels = jnp.arange(6)
+  keys = device_augment.example_keys(0, jnp.arange(100, 106))
+  mixed, partner, lam = device_augment.mix(images, labels, keys, mixup_alpha=0.4, cutmix_alpha=0)
+  assert list(partner) == [5, 4, 3, 2, 1, 0]
+  assert np.all((np.asarray(lam) > 0) & (np.asarray(lam) < 1)) and len(set(np.asarray(lam))) == 6
+  expected = lam[:, None, None, None] * images + (1 - lam[:, None, None, None]) * images[::-1]
+  np.testing.assert_allclose(mixed, expected, rtol=1e-6)
+  again = device_augment.mix(images, labels, keys, mixup_alpha=0.4, cutmix_alpha=0)
+  np.testing.assert_array_equal(again[0], mixed)  # keys decide: a resume mixes alike
+
+
+def test_cutmix_label_mass_is_the_area_of_the_pasted_box():
+  # Example i is the constant i, so each pixel says whose it is.
+  images = jnp.broadcast_to(jnp.arange(8.0)[:, None, None, None], (8, 16, 16, 3))
+  keys = device_augment.example_keys(3, jnp.arange(8))
+  mixed, partner, lam = device_augment.mix(images, jnp.arange(8), keys, mixup_alpha=0,
+                                           cutmix_alpha=1.0)
+  mixed, lam = np.asarray(mixed), np.asarray(lam)
+  for i in range(8):
+    own = mixed[i, ..., 0] == i
+    pasted = mixed[i, ..., 0] == 7 - i
+    assert np.all(own | pasted)
+    assert own.mean() == pytest.approx(lam[i], abs=1e-6)  # label mass = area kept
+    if pasted.any():  # the pasted pixels form one axis-aligned rectangle
+      ys, xs = np.nonzero(pasted)
+      assert pasted[ys.min():ys.max() + 1, xs.min():xs.max() + 1].all()
+  assert 0 < lam.min() and lam.max() <= 1 and (lam < 1).sum() >= 4
+  both = device_augment.mix(images, jnp.arange(8), keys, mixup_alpha=1.0, cutmix_alpha=1.0)[0]
+  blended = [not set(np.unique(np.asarray(both[i, ..., 0]))) <= {i, 7 - i} for i in range(8)]
+  assert any(blended) and not all(blended)  # some examples mixed, the others cut

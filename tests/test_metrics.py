@@ -115,6 +115,11 @@ def _wandb_history(run_dir):
   return history
 
 
+def test_every_writer_a_config_may_name_exists():
+  from alexnet_jax import config_lib  # pylint: disable=g-import-not-at-top
+  assert set(metrics_lib.WRITERS) == set(config_lib.WRITERS)
+
+
 def test_wandb_and_mlflow_writers_log_what_metrics_jsonl_holds(tmp_path, monkeypatch):
   pytest.importorskip("wandb")
   mlflow = pytest.importorskip("mlflow")

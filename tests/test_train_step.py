@@ -142,7 +142,7 @@ def test_accumulated_micro_batches_equal_the_large_batch_step():
   np.testing.assert_allclose(losses_acc, losses_big, rtol=1e-5)
   for a, b in zip(jax.tree.leaves(params_big), jax.tree.leaves(params_acc)):
     np.testing.assert_allclose(b, a, rtol=2e-5, atol=1e-7)
-  with pytest.raises(ValueError, match="multiple of 24: .* times grad_accum_steps=3"):
+  with pytest.raises(ValueError, match=r"device count 8 .* times grad_accum_steps=3 = 24; e.g. 24"):
     config_lib.validate(_config(grad_accum_steps=3), num_devices=8)
 
 

@@ -163,3 +163,40 @@ def eval_fn(config):
   if int(config.eval_crops) == 10:
     return lambda images: ten_crops(images, size)
   return lambda images: centre_crop(images, size)
+
+
+_MIX_TAG = 0x313
+
+
+def mix(images, labels, keys, *, mixup_alpha: float, cutmix_alpha: float):
+  """Mixup and CutMix of a float [B, S, S, C] batch, example i with example B-1-i.
+
+  Returns (images, partner labels, lam): the loss is lam·CE(labels) +
+  (1 − lam)·CE(partner labels). Each example draws from its own key (the
+  `example_keys` of its global index, folded with a mixing tag), so a resumed
+  run mixes the same way. lam ~ Beta(alpha, alpha); with both alphas set, an
+  example is cut with probability 1/2, else mixed. CutMix pastes the partner's
+  box of area (1 − lam)·S² (clipped at the borders; lam is then the area kept).
+  """
+  height, width = images.shape[1], images.shape[2]
+  rows, cols = jnp.arange(height)[:, None], jnp.arange(width)[None, :]
+
+  def one(image, other, key):
+    choice, mix_key, cut_key, y_key, x_key = jax.random.split(jax.random.fold_in(key, _MIX_TAG), 5)
+    lam_mix = jax.random.beta(mix_key, mixup_alpha, mixup_alpha) if mixup_alpha > 0 else 1.0
+    lam_cut = jax.random.beta(cut_key, cutmix_alpha, cutmix_alpha) if cutmix_alpha > 0 else 1.0
+    cut = (cutmix_alpha > 0) & ((mixup_alpha <= 0) | jax.random.bernoulli(choice))
+    side = jnp.sqrt(1.0 - lam_cut)
+    cy = jax.random.randint(y_key, (), 0, height)
+    cx = jax.random.randint(x_key, (), 0, width)
+    half_h = jnp.round(side * height / 2).astype(jnp.int32)
+    half_w = jnp.round(side * width / 2).astype(jnp.int32)
+    box = ((rows >= cy - half_h) & (rows < cy + half_h)) & ((cols >= cx - half_w)
+                                                            & (cols < cx + half_w))
+    cut_image = jnp.where(box[..., None], other, image)
+    mixed = lam_mix * image + (1.0 - lam_mix) * other
+    return (jnp.where(cut, cut_image, mixed),
+            jnp.where(cut, 1.0 - box.mean(), lam_mix).astype(jnp.float32))
+
+  mixed, lam = jax.vmap(one)(images, images[::-1], keys)
+  return mixed.astype(images.dtype), labels[::-1], lam
