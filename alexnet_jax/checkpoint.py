@@ -248,6 +248,8 @@ class Checkpointer:
           f"Checkpoint step {step} in {self.directory} has no readable params metadata")
     if callable(abstract_params):
       abstract_params = abstract_params(meta, stored)
+    if callable(abstract_opt_state):  # fn(abstract params) -> target
+      abstract_opt_state = abstract_opt_state(abstract_params)
     diffs = shape_differences(abstract_params, stored)
     if diffs:
       raise CheckpointError(

@@ -228,6 +228,9 @@ FIELDS: dict[str, Field] = {
                          check=_non_negative),
     "cutmix_alpha": Field(0.0, "CutMix on the device (0: off; with mixup_alpha too, half of "
                           "the examples each)", check=_non_negative),
+    "ema_decay": Field(0.0, "keep an exponential moving average of the params with this decay "
+                       "(0: off), evaluated beside them (ema_eval_*); predict/export "
+                       "--use_ema", check=_fraction),
     "clip_grad_norm": Field(0.0, "clip gradients to this global norm before the update (0: "
                             "off; the logged grad_norm is before clipping)", check=_non_negative),
     "grad_accum_steps": Field(1, "micro-batches per update: each device's share of batch_size "

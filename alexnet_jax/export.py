@@ -237,7 +237,8 @@ def main(argv):
   if not FLAGS["verbosity"].present:  # Keep stdout/stderr to the answer (and errors).
     absl_logging.set_verbosity(absl_logging.ERROR)
   try:
-    predictor = inference.load(FLAGS.workdir, FLAGS.step, devices=jax.local_devices()[:1])
+    predictor = inference.load(FLAGS.workdir, FLAGS.step, devices=jax.local_devices()[:1],
+                               use_ema=FLAGS.use_ema)
   except checkpoint.CheckpointError as e:
     raise SystemExit(f"error: {e}") from e
   platforms = tuple(p.strip() for p in FLAGS.platforms.split(",") if p.strip()) or None
@@ -260,6 +261,8 @@ def _define_flags():
   flags.DEFINE_string("workdir", None, "Workdir (or checkpoints/ directory) to export.")
   flags.DEFINE_string("output", None, "Artifact path, e.g. model.jax.")
   flags.DEFINE_integer("step", None, "Checkpoint step; default the newest.")
+  flags.DEFINE_bool("use_ema", False, "Export the run's moving average of the params "
+                    "(trained with config.ema_decay > 0).")
   flags.DEFINE_enum("crops", None, ["1", "10"], "Crops per image; default config.eval_crops.")
   flags.DEFINE_enum("input", "uint8", list(INPUTS),
                     "uint8: eval crops, normalised inside; float: already normalised crops.")

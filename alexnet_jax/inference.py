@@ -51,6 +51,7 @@ from alexnet_jax import checkpoint as ckpt_lib
 from alexnet_jax import config_lib
 from alexnet_jax import evaluation
 from alexnet_jax import models
+from alexnet_jax import optim
 from alexnet_jax import workdir as workdir_lib
 
 CROPS = evaluation.CROPS
@@ -278,7 +279,8 @@ def _bucket(n: int, num_devices: int) -> int:
   return -(-size // num_devices) * num_devices
 
 
-def load(workdir_or_checkpoint_dir, step: int | None = None, *, devices=None) -> Predictor:
+def load(workdir_or_checkpoint_dir, step: int | None = None, *, devices=None,
+         use_ema: bool = False) -> Predictor:
   """Restores params (only) and config from a checkpoint; returns a Predictor.
 
   Args:
@@ -288,6 +290,8 @@ def load(workdir_or_checkpoint_dir, step: int | None = None, *, devices=None) ->
       newest step is skipped with a warning naming it and the step used).
     devices: where to put the params (replicated); default this process's
       devices. E.g. `jax.local_devices()[:1]` for one device.
+    use_ema: predict with the run's moving average of the params
+      (config.ema_decay > 0), read from its optimiser state.
 
   Raises:
     checkpoint.CheckpointError: no checkpoint there, the step does not exist
@@ -317,14 +321,26 @@ def load(workdir_or_checkpoint_dir, step: int | None = None, *, devices=None) ->
                         jax.eval_shape(lambda: models.init_params(
                             model, config.image_size, jax.random.key(0))))
 
+  def opt_target(abstract_params):
+    if not built["config"].get("ema_decay"):
+      raise ckpt_lib.CheckpointError(f"{path} was trained without config.ema_decay: it has "
+                                     "no moving average to use (drop --use_ema).")
+    replicated = NamedSharding(mesh, P())
+    return jax.tree.map(lambda s: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=replicated),
+                        jax.eval_shape(optim.create_optimizer(built["config"]).init,
+                                       abstract_params))
+
   ckpt = ckpt_lib.Checkpointer(directory, read_only=True, async_save=False)
   try:
-    restored = ckpt.restore_latest(abstract_params=target, step=step)
+    restored = ckpt.restore_latest(abstract_params=target, step=step,
+                                   abstract_opt_state=opt_target if use_ema else None)
   finally:
     ckpt.close()
   if restored is None:
     raise _no_checkpoint_error(path, directory)
-  params, _, meta = restored
+  params, opt_state, meta = restored
+  if use_ema:
+    params = optim.ema_params(opt_state)
   config, num_classes = built["config"], built["num_classes"]
   class_names = _display_class_names(meta.get("class_names"), num_classes,
                                      config.get("dataset", ""))

@@ -15,7 +15,7 @@ the train step can set the learning rate each step from two parts:
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, NamedTuple
 
 import flax
 import jax
@@ -112,6 +112,36 @@ OPTIMIZER_BUILDERS = {
 OPTIMIZERS = tuple(OPTIMIZER_BUILDERS)
 
 
+class EmaState(NamedTuple):
+  """Polyak (exponential moving) average of the params after each update."""
+  ema: Any
+
+
+def track_ema(decay: float) -> optax.GradientTransformation:
+  """Leaves the updates alone and keeps ema ← decay·ema + (1 − decay)·(params + updates).
+
+  The last link of the chain, so it sees the final updates. Living in the
+  optimiser state, the average is checkpointed, resumed and laid out with it.
+  """
+
+  def init(params):
+    return EmaState(jax.tree.map(jnp.copy, params))
+
+  def update(updates, state, params):
+    ema = jax.tree.map(lambda e, p, u: decay * e + (1.0 - decay) * (p + u).astype(e.dtype),
+                       state.ema, params, updates)
+    return updates, EmaState(ema)
+
+  return optax.GradientTransformation(init, update)
+
+
+def ema_params(opt_state):
+  """The averaged params inside an optimiser state (config.ema_decay > 0), else None."""
+  found = [s for s in jax.tree.leaves(opt_state, is_leaf=lambda x: isinstance(x, EmaState))
+           if isinstance(s, EmaState)]
+  return found[0].ema if found else None
+
+
 def create_optimizer(config) -> optax.GradientTransformation:
   """The Optax chain named by the config, with an injectable `learning_rate`.
 
@@ -132,7 +162,8 @@ def create_optimizer(config) -> optax.GradientTransformation:
   def make(learning_rate):
     parts = (clip + ([] if decoupled else decay) + direction(config)
              + (decay if decoupled else []))
-    return optax.chain(*parts, optax.scale_by_learning_rate(learning_rate))
+    ema = [track_ema(float(config.ema_decay))] if config.ema_decay else []
+    return optax.chain(*parts, optax.scale_by_learning_rate(learning_rate), *ema)
 
   return optax.inject_hyperparams(make)(learning_rate=base_learning_rate(config))
 

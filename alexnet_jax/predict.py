@@ -37,6 +37,8 @@ def _define_flags():
                     "Default: the run's config.eval_crops.")
   flags.DEFINE_integer("top_k", 5, "Classes to print per image.")
   flags.DEFINE_integer("batch_size", 64, "Images per forward pass.")
+  flags.DEFINE_bool("use_ema", False, "Use the run's moving average of the params "
+                    "(trained with config.ema_decay > 0).")
   flags.mark_flags_as_required(["workdir"])
 
 
@@ -69,7 +71,7 @@ def main(argv):
   if not FLAGS["verbosity"].present:  # stdout: the answer; stderr: warnings and errors.
     absl_logging.set_verbosity(absl_logging.WARNING)
   try:
-    predictor = inference.load(FLAGS.workdir, FLAGS.step)
+    predictor = inference.load(FLAGS.workdir, FLAGS.step, use_ema=FLAGS.use_ema)
   except checkpoint.CheckpointError as e:
     raise SystemExit(f"error: {e}") from e
   crops = int(FLAGS.crops) if FLAGS.crops else None

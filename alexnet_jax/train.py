@@ -226,9 +226,13 @@ class _Run:
     from alexnet_jax import data  # pylint: disable=g-import-not-at-top
     start = time.perf_counter()
     total, num_batches = steps.eval_totals(self.mesh), 0
+    ema = optim.ema_params(state.opt_state)  # Scored beside the params, in the same pass.
+    ema_total = None if ema is None else steps.eval_totals(self.mesh)
     for batch in parallel.prefetch_to_mesh(data.create_eval_iterator(self.config), self.mesh,
                                            size=self.config.prefetch_batches):
       total = self.eval_step(state.params, batch, total)
+      if ema is not None:
+        ema_total = self.eval_step(ema, batch, ema_total)
       num_batches += 1
     if not num_batches:
       raise RuntimeError(f"The eval split {self.config.eval_split!r} of "
@@ -236,6 +240,8 @@ class _Run:
     decays = int(jax.device_get(state.plateau.num_decays))
     state = self.plateau_step(state, total)
     result = metrics_lib.summarize_eval(jax.device_get(total))
+    if ema is not None:
+      result.update(metrics_lib.summarize_eval(jax.device_get(ema_total), prefix="ema_eval"))
     result["eval_time_sec"] = time.perf_counter() - start
     if int(jax.device_get(state.plateau.num_decays)) > decays:
       logging.info("Eval top-1 plateaued: learning rate scale now %g.",
