@@ -8,7 +8,8 @@ names) can be read without touching any array.
 Saves are asynchronous (training continues while the arrays are written) and
 atomic (Orbax writes to a temporary directory and renames it when complete), so
 a run killed mid-save leaves the previous step as the newest complete one.
-Retention: the newest `keep` steps plus the one with the best `eval_top1`.
+Retention: the newest `keep` steps plus the `keep_best` best by `best_metric` (a metric
+ending in `loss` is best when lowest, any other when highest).
 
 Restores use abstract targets carrying the *current* shardings, so a checkpoint
 written on 8 devices restores on one CPU and vice versa. Training and inference
@@ -114,17 +115,36 @@ def write_replicated_arrays_once() -> None:
         override=True)
 
 
+def lower_is_better(metric: str) -> bool:
+  return metric.endswith("loss")
+
+
+def best_first(values, metric: str) -> list[float]:
+  return sorted(values, reverse=not lower_is_better(metric))
+
+
+def enters_best(best_values, value, metric: str, keep_best: int) -> bool:
+  """Whether `value` would be among the `keep_best` best of `best_values` (best first)."""
+  if keep_best < 1:
+    return False
+  if len(best_values) < keep_best:
+    return True
+  worst = best_values[keep_best - 1]
+  return value < worst if lower_is_better(metric) else value > worst
+
+
 class Checkpointer:
   """A thin policy layer over `ocp.CheckpointManager` for this project's items."""
 
   def __init__(self, directory: str, *, keep: int = 3, async_save: bool = True,
-               read_only: bool = False):
+               read_only: bool = False, keep_best: int = 1, best_metric: str = "eval_top1"):
     self.directory = absolute(directory)
     self._read_only = read_only
     self._last_started = None
     policy = ocp_managers.AnyPreservationPolicy([
         ocp_managers.LatestN(n=max(1, int(keep))),
-        ocp_managers.BestN(get_metric_fn=lambda m: m["eval_top1"], n=1,
+        ocp_managers.BestN(get_metric_fn=lambda m: m[best_metric], n=int(keep_best),
+                           reverse=lower_is_better(best_metric),
                            keep_checkpoints_without_metrics=False),
     ])
     # Handlers are named up front so a fresh manager (a resumed run, a

@@ -246,8 +246,13 @@ FIELDS: dict[str, Field] = {
     "log_every_steps": Field(100, "steps per logged training window", check=_at_least_one),
     "eval_every_steps": Field(-1, "steps between evals; <= 0: once per epoch"),
     "checkpoint_every_steps": Field(1000, "steps between checkpoints", check=_at_least_one),
-    "keep_checkpoints": Field(3, "newest checkpoints kept (plus the best by eval top-1)",
+    "keep_checkpoints": Field(3, "newest checkpoints kept (plus the keep_best best)",
                               check=_at_least_one),
+    "keep_best": Field(1, "best checkpoints kept by best_metric (besides the newest)",
+                       check=_non_negative),
+    "best_metric": Field("eval_top1", "what ranks checkpoints for keep_best (a *loss: lowest "
+                         "first; else highest)", choices=("eval_top1", "eval_top5", "eval_loss",
+                                                          "ema_eval_top1", "ema_eval_loss")),
     "profile": Field(False, "write a profiler trace of a few steps"),
     "writers": Field("tensorboard", "comma-separated metric writers besides metrics.jsonl and "
                      "the console: tensorboard, wandb, mlflow (each imported only when named)",
@@ -261,7 +266,8 @@ FIELDS: dict[str, Field] = {
 # reports, where its data lives; not what it computes.
 RESUMABLE_KEYS = frozenset({
     "num_train_steps", "num_epochs", "log_every_steps", "eval_every_steps",
-    "checkpoint_every_steps", "keep_checkpoints", "profile", "prefetch_batches", "writers",
+    "checkpoint_every_steps", "keep_checkpoints", "keep_best", "profile", "prefetch_batches",
+    "writers",
     "input_workers",
     "eval_batch_size", "data_dir", "tfds_data_dir", "allow_config_change",
     "compilation_cache_dir",
@@ -365,6 +371,8 @@ def validate(config, *, num_devices: int | None = None) -> None:
     _fail("parallelism.model", config.parallelism.model,
           f"tower parallelism splits the 'paper' variant only (model.variant is "
           f"{config.model.variant!r}); use parallelism.model=1")
+  if config.best_metric.startswith("ema_") and not config.ema_decay:
+    _fail("best_metric", config.best_metric, "it needs config.ema_decay > 0")
   if config.clip_grad_norm and config.parallelism.model > 1:
     _fail("clip_grad_norm", config.clip_grad_norm, "clipping is not implemented with tower "
           "parallelism (parallelism.model > 1)")

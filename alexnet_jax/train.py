@@ -150,10 +150,12 @@ class _Run:
                                             _flat(config_lib.to_dict(config)))
     ckpt_lib.write_replicated_arrays_once()  # An Orbax global: training runs only.
     self.ckpt = ckpt_lib.Checkpointer(workdir_lib.path(workdir) / workdir_lib.CHECKPOINT_DIR,
-                                      keep=config.keep_checkpoints)
+                                      keep=config.keep_checkpoints, keep_best=config.keep_best,
+                                      best_metric=config.best_metric)
     self.abstract_state = steps.abstract_train_state(self.model, self.tx, config, mesh)
     self.final: dict[str, Any] = {}
-    self.best_eval_top1 = -1.0  # Of the checkpoints saved so far (restored on resume).
+    # config.best_metric of the best saved checkpoints, best first (restored on resume).
+    self.best_values: list[float] = []
     self.pending_log = None
     self.clock = WindowClock()
 
@@ -171,7 +173,7 @@ class _Run:
     params, opt_state, meta = restored
     replicated = parallel.replicated(self.mesh)
     plateau = jax.device_put(optim.PlateauState.from_dict(meta.get("plateau", {})), replicated)
-    self.best_eval_top1 = float(meta.get("best_eval_top1", -1.0))
+    self.best_values = [float(v) for v in meta.get("best_values", [])]
     logging.info("Resumed from step %d in %s.", meta["step"], self.ckpt.directory)
     if jax.process_index() == 0:
       workdir_lib.repair_metrics(self.workdir, int(meta["step"]))
@@ -260,14 +262,16 @@ class _Run:
     bad = int(jax.device_get(window["first_bad_step"]))
     if bad >= 0:
       self.log_window(step, window)  # Raises NonFiniteLossError naming the step.
+    metric = self.config.best_metric
     if eval_metrics is not None:
-      self.best_eval_top1 = max(self.best_eval_top1, eval_metrics["eval_top1"])
+      self.best_values = ckpt_lib.best_first(self.best_values + [eval_metrics[metric]],
+                                             metric)[:max(1, self.config.keep_best)]
     meta = {"config": config_lib.to_dict(self.config), "plateau": state.plateau.to_dict(),
-            "best_eval_top1": self.best_eval_top1,
+            "best_values": self.best_values,
             "class_names": list(self.info.class_names or []), "num_classes": self.num_classes,
             "source": "train"}
     self.ckpt.save(step, params=state.params, opt_state=state.opt_state, meta=meta,
-                   metrics={"eval_top1": eval_metrics["eval_top1"]} if eval_metrics else None,
+                   metrics={metric: eval_metrics[metric]} if eval_metrics else None,
                    force=force)
     self.writer.flush()  # What is logged up to a checkpoint is on disk with it.
     faults.hit("save", step)
@@ -355,8 +359,10 @@ def _train(config, workdir, mesh, info, plan) -> dict[str, Any]:
         preempted = stop.requested is not None or (
             multi_process and run.ckpt.reached_preemption(step))
         # Saved: every checkpoint_every_steps, at the end, on a stop signal, and at
-        # an eval that beats every saved one (so the best checkpoint is kept).
-        improved = eval_metrics is not None and eval_metrics["eval_top1"] > run.best_eval_top1
+        # an eval that enters the best keep_best saved (so the best checkpoints are kept).
+        improved = eval_metrics is not None and ckpt_lib.enters_best(
+            run.best_values, eval_metrics[config.best_metric], config.best_metric,
+            config.keep_best)
         if improved or step % config.checkpoint_every_steps == 0 or step == total or preempted:
           run.save(state, step, window, eval_metrics=eval_metrics, force=preempted)
         if preempted:

@@ -61,3 +61,17 @@ def test_every_option_on_resumes_bitwise_and_predicts_with_the_average(tmp_path)
   assert not np.array_equal(plain["conv1"]["kernel"], jax.device_get(ema_a)["conv1"]["kernel"])
   evals = [r for r in workdir_lib.read_metrics(straight) if "eval_top1" in r]
   assert evals and all("ema_eval_top1" in r and "ema_eval_loss" in r for r in evals)
+
+
+def test_the_best_k_checkpoints_are_the_best_k_evals_of_the_metrics_file(tmp_path):
+  c = config_lib.load("default:tiny")
+  c.num_train_steps, c.eval_every_steps, c.checkpoint_every_steps = 6, 1, 100
+  c.keep_checkpoints, c.keep_best, c.best_metric = 1, 2, "eval_loss"
+  c.learning_rate = 0.05
+  train.train_and_evaluate(c, str(tmp_path))
+  evals = {r["step"]: r["eval_loss"] for r in workdir_lib.read_metrics(tmp_path)
+           if "eval_loss" in r}
+  assert len(evals) == 6 and len(set(evals.values())) == 6
+  best_two = sorted(evals, key=evals.get)[:2]
+  kept = sorted(int(d.name) for d in (tmp_path / "checkpoints").iterdir() if d.name.isdigit())
+  assert kept == sorted(set(best_two) | {6})
