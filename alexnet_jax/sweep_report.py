@@ -105,6 +105,10 @@ CLAIM_METRICS = {
                     lambda d, r, c: (None if r.final_top1 is None or
                                      _final(r, "train_top1") is None else
                                      (100 * (_final(r, "train_top1") - r.final_top1), True))),
+    "ema_gain": ("EMA − raw eval top-1 (points; 0 without EMA)",
+                 lambda d, r, c: (None if r.final_top1 is None else
+                                  (100 * ((_final(r, "ema_eval_top1") or r.final_top1)
+                                          - r.final_top1), True))),
     "ten_crop_gain": ("10-crop − centre-crop eval top-1 (points)",
                       lambda d, r, c: (None if _final(r, "eval_center_top1") is None else
                                        (100 * (r.final_top1 - _final(r, "eval_center_top1")),
