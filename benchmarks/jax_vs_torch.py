@@ -29,6 +29,8 @@ def compare(kind, variant, batch_size, *, rounds, steps, cpu_kernels="auto"):
   from alexnet_jax import benchmark  # pylint: disable=g-import-not-at-top
   from benchmarks import torch_alexnet  # pylint: disable=g-import-not-at-top
   torch.set_num_threads(_cores())
+  cpu = benchmark.cpu_info()
+  benchmark.print_cpu(cpu)
   config = benchmark.make_config(variant, batch_size, cpu_kernels=cpu_kernels,
                                  half_precision=False)
   jax_step = benchmark.TrainStep(config) if kind == "train" else benchmark.EvalStep(config)
@@ -46,7 +48,10 @@ def compare(kind, variant, batch_size, *, rounds, steps, cpu_kernels="auto"):
             "jax_images_per_sec": jax_ips, "torch_images_per_sec": torch_ips,
             "ratio": jax_ips / torch_ips, "cpu_kernels": cpu_kernels, "cores": _cores(),
             "round_ratios": [t / j for j, t in zip(times["jax"], times["torch"])],
-            "load": os.getloadavg()[0]}
+            "load": os.getloadavg()[0], "cpu": cpu["model"],
+            "avx512": any(f.startswith("avx512") for f in cpu["flags"]),
+            "amx": any(f.startswith("amx") for f in cpu["flags"]),
+            "torch_mkldnn": torch.backends.mkldnn.is_available()}
   print(f"{kind}: {variant}, batch {batch_size}, {_cores()} cores, load {result['load']:.1f}: "
         f"JAX {jax_ips:.1f} images/s, PyTorch {torch_ips:.1f} images/s, JAX/PyTorch "
         f"{result['ratio']:.2f}x (rounds {min(result['round_ratios']):.2f}.."
