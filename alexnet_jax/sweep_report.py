@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import io
+import re
 
 from alexnet_jax import sweep as sweep_lib
 from alexnet_jax import workdir as workdir_lib
@@ -76,10 +77,15 @@ def t95(df: int) -> float:
 
 
 def _epochs(point_dir, step):
-  """Training epochs at `step`, from the point's config.json and data.json."""
-  config = workdir_lib.read_json(workdir_lib.path(point_dir) / workdir_lib.CONFIG_FILE, "config")
-  data = workdir_lib.read_json(workdir_lib.path(point_dir) / workdir_lib.DATA_FILE, "data")
-  return step * config["batch_size"] / data["num_train_examples"]
+  """Training epochs at `step`: from data.json and config.json, or (runs older than
+  data.json) the "N steps per epoch" of the point's sweep.log."""
+  root = workdir_lib.path(point_dir)
+  if (root / workdir_lib.DATA_FILE).exists():
+    config = workdir_lib.read_json(root / workdir_lib.CONFIG_FILE, "config")
+    data = workdir_lib.read_json(root / workdir_lib.DATA_FILE, "data")
+    return step * config["batch_size"] / data["num_train_examples"]
+  found = re.search(r"(\d+) steps per epoch", (root / sweep_lib.LOG_FILE).read_text())
+  return step / int(found.group(1))
 
 
 def _epochs_to_train_top1(point_dir, res: PointResult, claim):
