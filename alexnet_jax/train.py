@@ -221,6 +221,7 @@ class _Run:
       self.log_window(*pending)
 
   def evaluate(self, state, step):
+    jax.block_until_ready(state.params)  # The steps queued before it are training time.
     with self.clock.paused():
       return self._evaluate(state, step)
 
@@ -254,6 +255,7 @@ class _Run:
 
   def save(self, state, step, window, *, eval_metrics=None, force=False):
     """Saves `state` once every step up to `step` is known to be finite."""
+    jax.block_until_ready(state.params)  # The steps queued before it are training time.
     with self.clock.paused():
       self._save(state, step, window, eval_metrics=eval_metrics, force=force)
 
