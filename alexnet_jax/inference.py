@@ -309,6 +309,12 @@ def load(workdir_or_checkpoint_dir, step: int | None = None, *, devices=None,
   mesh = inference_mesh(devices)
   built = {}
 
+  def replicated(abstract):
+    """Abstract arrays laid out replicated over the mesh (restore targets)."""
+    sharding = NamedSharding(mesh, P())
+    return jax.tree.map(lambda s: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=sharding),
+                        abstract)
+
   def target(meta, stored):
     """The model the step's config describes, replicated over the mesh (abstract)."""
     config = _config_from(meta, workdir)
@@ -316,19 +322,15 @@ def load(workdir_or_checkpoint_dir, step: int | None = None, *, devices=None,
                       or np.shape(jax.tree.leaves(stored)[-1])[-1])
     model = config_lib.create_model(config, num_classes)
     built.update(config=config, model=model, num_classes=num_classes)
-    replicated = NamedSharding(mesh, P())
-    return jax.tree.map(lambda s: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=replicated),
-                        jax.eval_shape(lambda: models.init_params(
-                            model, config.image_size, jax.random.key(0))))
+    return replicated(jax.eval_shape(lambda: models.init_params(
+        model, config.image_size, jax.random.key(0))))
 
   def opt_target(abstract_params):
     if not built["config"].get("ema_decay"):
       raise ckpt_lib.CheckpointError(f"{path} was trained without config.ema_decay: it has "
                                      "no moving average to use (drop --use_ema).")
-    replicated = NamedSharding(mesh, P())
-    return jax.tree.map(lambda s: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=replicated),
-                        jax.eval_shape(optim.create_optimizer(built["config"]).init,
-                                       abstract_params))
+    return replicated(jax.eval_shape(optim.create_optimizer(built["config"]).init,
+                                     abstract_params))
 
   ckpt = ckpt_lib.Checkpointer(directory, read_only=True, async_save=False)
   try:

@@ -46,16 +46,6 @@ def _processed(config, store_split):
   return fn
 
 
-def _write_file(target: epath.Path, data: bytes) -> None:
-  if workdir_lib.is_local(target):
-    tmp = target.parent / f".{target.name}.tmp"
-    with open(tmp, "wb") as f:
-      f.write(data)
-    os.replace(tmp, target)
-  else:
-    target.write_bytes(data)
-
-
 def _prepare_split(source, config, spec, store_split, output, progress, shard_size):
   """Writes one split's shards, resuming after the last complete one; returns its entry."""
   import numpy as np  # pylint: disable=g-import-not-at-top
@@ -83,8 +73,8 @@ def _prepare_split(source, config, spec, store_split, output, progress, shard_si
   def flush(consumed):
     index = len(state["shards"])
     stem = f"{store_split}-{index:05d}"
-    _write_file(output / f"{stem}.images", np.stack(images).tobytes())
-    _write_file(output / f"{stem}.labels", np.asarray(labels, "<i4").tobytes())
+    workdir_lib.write_bytes_atomic(output / f"{stem}.images", np.stack(images).tobytes())
+    workdir_lib.write_bytes_atomic(output / f"{stem}.labels", np.asarray(labels, "<i4").tobytes())
     state["shards"].append({"images": f"{stem}.images", "labels": f"{stem}.labels",
                             "count": len(labels)})
     state["consumed"] = consumed

@@ -89,15 +89,9 @@ def run_torch(data_dir, seed, out, threads, setting, recipe):
   return {"best": r["best_val_top1"], "final": r["final_val_top1"], "wall_s": wall}
 
 
-def _cpu_model():
-  for line in pathlib.Path("/proc/cpuinfo").read_text().splitlines():
-    if line.startswith("model name"):
-      return line.split(":", 1)[1].strip()
-  return "unknown CPU"
-
-
 def main(argv=None):
   sys.path.insert(0, str(REPO))
+  from alexnet_jax import benchmark  # pylint: disable=g-import-not-at-top
   parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
   parser.add_argument("--data_dir", required=True)
   parser.add_argument("--config", default="flowers")
@@ -146,7 +140,7 @@ def main(argv=None):
             + "; ".join(f"{n} best {row[n]['best']:.3f} final {row[n]['final']:.3f} in "
                         f"{row[n]['wall_s']:.0f} s" for n in names), flush=True)
   summary = {"config": args.config, "torch_recipe_flags": recipe, "data_dir": data_dir, "rows": rows,
-             "machine": f"{os.cpu_count()} cores, {_cpu_model()}", "extra_flags": extra,
+             "machine": f"{os.cpu_count()} cores, {benchmark.cpu_info()['model']}", "extra_flags": extra,
              "jax_data": jax_data, "prepare_s": prepare_s}
   for name in [n for n in rows[0] if n not in ("seed", "load_before")]:
     summary[f"{name} min best"] = min(r[name]["best"] for r in rows)

@@ -15,6 +15,7 @@ import tensorflow as tf
 from alexnet_jax import config_lib
 from alexnet_jax import data
 from alexnet_jax import prepare as prepare_lib
+from alexnet_jax import workdir as workdir_lib
 from alexnet_jax.data import augment
 from alexnet_jax.data import prepared
 from alexnet_jax.data import sklearn_digits
@@ -116,15 +117,16 @@ def test_eval_covers_the_split_exactly_once(digits_dir, tfds_data_dir, process_c
 
 def _killed_prepare(c, output, monkeypatch, shard_size=4):
   """prepare(c, output) killed at its 5th shard file: in the middle of the training split."""
-  real_write, writes = prepare_lib._write_file, []
+  real_write, writes = workdir_lib.write_bytes_atomic, []
 
   def dying_write(target, content):
-    writes.append(target)
-    if len(writes) == 5:
-      raise KeyboardInterrupt("killed")
+    if str(target).endswith((".images", ".labels")):  # shard files, not progress JSON
+      writes.append(target)
+      if len(writes) == 5:
+        raise KeyboardInterrupt("killed")
     real_write(target, content)
 
-  monkeypatch.setattr(prepare_lib, "_write_file", dying_write)
+  monkeypatch.setattr(workdir_lib, "write_bytes_atomic", dying_write)
   with pytest.raises(KeyboardInterrupt):
     prepare_lib.prepare(c, output, shard_size=shard_size)
   monkeypatch.undo()
