@@ -21,14 +21,13 @@ import logging
 import os
 import signal
 import time
-from typing import Any
+from typing import Any, Callable, Sequence
 
 import jax
 import jax.numpy as jnp
 
 from alexnet_jax import checkpoint as ckpt_lib
 from alexnet_jax import config_lib
-from alexnet_jax import faults
 from alexnet_jax import metrics as metrics_lib
 from alexnet_jax import optim
 from alexnet_jax import parallel
@@ -276,11 +275,16 @@ class _Run:
                    metrics={metric: eval_metrics[metric]} if eval_metrics else None,
                    force=force)
     self.writer.flush()  # What is logged up to a checkpoint is on disk with it.
-    faults.hit("save", step)
 
 
-def train_and_evaluate(config, workdir: str) -> dict[str, Any]:
-  """Trains and evaluates; resumable. Returns the final metrics (also in metrics.jsonl)."""
+def train_and_evaluate(config, workdir: str, *, hooks: Sequence[Callable[[int], Any]] = (),
+                       save_hooks: Sequence[Callable[[int], Any]] = ()) -> dict[str, Any]:
+  """Trains and evaluates; resumable. Returns the final metrics (also in metrics.jsonl).
+
+  `hooks` run as hook(step) after each train step is dispatched, after the
+  loop's own (progress reports, and the profiler when config.profile);
+  `save_hooks` run as hook(step) once a checkpoint's save has started.
+  """
   from alexnet_jax import data  # pylint: disable=g-import-not-at-top
 
   mesh = parallel.create_mesh(model_parallel=config.parallelism.model)
@@ -301,12 +305,12 @@ def train_and_evaluate(config, workdir: str) -> dict[str, Any]:
   if jax.process_index() == 0:
     lock.acquire()
   try:
-    return _train(config, workdir, mesh, info, plan)
+    return _train(config, workdir, mesh, info, plan, hooks, save_hooks)
   finally:
     lock.release()
 
 
-def _train(config, workdir, mesh, info, plan) -> dict[str, Any]:
+def _train(config, workdir, mesh, info, plan, hooks, save_hooks) -> dict[str, Any]:
   from alexnet_jax import data  # pylint: disable=g-import-not-at-top
   _enable_compilation_cache(config.compilation_cache_dir)
   run = _Run(config, workdir, mesh, info, plan)
@@ -333,25 +337,19 @@ def _train(config, workdir, mesh, info, plan) -> dict[str, Any]:
   train_iter = parallel.prefetch_to_mesh(
       data.create_train_iterator(config, start_step=start_step), mesh,
       size=config.prefetch_batches)
-  progress = _Progress(start_step, total)
-  profile = _profiler(config, workdir, start_step, total)
+  hooks = [*_default_hooks(config, workdir, start_step, total), *hooks]
   multi_process = jax.process_count() > 1
   try:
     with _StopSignals() as stop:
       if step == total:  # Killed after the final save, before done.json: evaluate it.
         state, eval_metrics = run.evaluate(state, step)
       while step < total:
-        if faults.hit("nan", step + 1):  # Tests: this step sees a NaN learning rate.
-          state = state.replace(plateau=state.plateau.replace(scale=jnp.full_like(
-              state.plateau.scale, jnp.nan)))
         with jax.profiler.StepTraceAnnotation("train", step_num=step):
           state, window = run.train_step(state, window, next(train_iter))
         step += 1
-        faults.hit("step", step)
+        for hook in hooks:
+          hook(step)
         run.flush_log()  # The previous window, now that this step is queued behind it.
-        progress.update(step)
-        if profile:
-          profile(step)
         if step % log_every == 0 or step == total:
           run.pending_log = (step, window)
         eval_metrics = None
@@ -367,6 +365,8 @@ def _train(config, workdir, mesh, info, plan) -> dict[str, Any]:
             config.keep_best)
         if improved or step % config.checkpoint_every_steps == 0 or step == total or preempted:
           run.save(state, step, window, eval_metrics=eval_metrics, force=preempted)
+          for hook in save_hooks:
+            hook(step)
         if preempted:
           run.ckpt.wait()
           logging.warning("Saved step %d after %s; exiting. Rerun the same command to resume.",
@@ -385,31 +385,14 @@ def _train(config, workdir, mesh, info, plan) -> dict[str, Any]:
   return final
 
 
-def _profiler(config, workdir, start_step, total):
-  """A profiler trace of a few steps into the workdir (config.profile), or None."""
-  if not config.profile or jax.process_index() != 0:
-    return None
+def _default_hooks(config, workdir, start_step, total):
+  """A progress line every 30 s; a profiler trace of a few steps with config.profile."""
   from clu import periodic_actions  # pylint: disable=g-import-not-at-top
-  return periodic_actions.Profile(logdir=str(workdir), num_profile_steps=5,
-                                  first_profile=min(start_step + 10, total))
-
-
-class _Progress:
-  """A progress line every ~30 s: step, percent, steps/s and a steady ETA."""
-
-  def __init__(self, start_step, total, every_seconds=30.0):
-    self.start_step, self.total, self.every = start_step, total, every_seconds
-    self.start = self.last = time.perf_counter()
-
-  def update(self, step):
-    now = time.perf_counter()
-    if now - self.last < self.every or step == self.total:
-      return
-    self.last = now
-    rate = (step - self.start_step) / max(now - self.start, 1e-9)
-    eta = (self.total - step) / max(rate, 1e-9)
-    logging.info("step %d/%d (%.0f%%), %.2f steps/s, ETA %dm%02ds", step, self.total,
-                 100.0 * step / self.total, rate, eta // 60, eta % 60)
+  hooks = [periodic_actions.ReportProgress(num_train_steps=total, every_secs=30.0)]
+  if config.profile and jax.process_index() == 0:
+    hooks.append(periodic_actions.Profile(logdir=str(workdir), num_profile_steps=5,
+                                          first_profile=min(start_step + 10, total)))
+  return hooks
 
 
 def _flat(d):

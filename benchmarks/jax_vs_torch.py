@@ -26,7 +26,7 @@ def _cores():
 
 def compare(kind, variant, batch_size, *, rounds, steps, cpu_kernels="auto"):
   import torch  # pylint: disable=g-import-not-at-top
-  from alexnet_jax import benchmark  # pylint: disable=g-import-not-at-top
+  from benchmarks import throughput as benchmark  # pylint: disable=g-import-not-at-top
   from benchmarks import torch_alexnet  # pylint: disable=g-import-not-at-top
   torch.set_num_threads(_cores())
   cpu = benchmark.cpu_info()

@@ -16,7 +16,7 @@ import sys
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
 
-from alexnet_jax import benchmark  # noqa: E402  pylint: disable=g-import-not-at-top
+from benchmarks import throughput as benchmark  # noqa: E402  pylint: disable=g-import-not-at-top
 
 
 def main(argv=None):

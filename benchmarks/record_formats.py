@@ -33,7 +33,7 @@ BATCH = 64
 
 def _time_batches(read_batch, n, batches, seed=0):
   """CPU seconds per image over `batches` random batches (after one warm-up batch)."""
-  from alexnet_jax.benchmark import cpu_seconds  # pylint: disable=g-import-not-at-top
+  from benchmarks.throughput import cpu_seconds  # pylint: disable=g-import-not-at-top
   rng = np.random.default_rng(seed)
   read_batch(rng.integers(0, n, BATCH))
   start = cpu_seconds()

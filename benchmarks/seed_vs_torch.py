@@ -91,7 +91,7 @@ def run_torch(data_dir, seed, out, threads, setting, recipe):
 
 def main(argv=None):
   sys.path.insert(0, str(REPO))
-  from alexnet_jax import benchmark  # pylint: disable=g-import-not-at-top
+  from benchmarks import throughput as benchmark  # pylint: disable=g-import-not-at-top
   parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
   parser.add_argument("--data_dir", required=True)
   parser.add_argument("--config", default="flowers")

@@ -16,6 +16,7 @@ import flax.linen as nn
 import jax
 import numpy as np
 
+from tests import faults
 from tests.conftest import REPO_ROOT
 
 TINY = "configs/default.py:tiny"
@@ -57,10 +58,20 @@ def child_env(devices=1, fault=None, **extra):
   env["PATH"] = os.path.dirname(sys.executable) + os.pathsep + env.get("PATH", "")
   env["PYTHONPATH"] = os.pathsep.join(
       [str(REPO_ROOT)] + [p for p in env.get("PYTHONPATH", "").split(os.pathsep) if p])
-  env.pop("ALEXNET_JAX_INJECT_FAULT", None)
-  if fault:
-    env["ALEXNET_JAX_INJECT_FAULT"] = fault
   env.update(extra)
+  return with_fault(env, fault)
+
+
+def with_fault(env, fault=None):
+  """`env` set up so the training process it starts fires `fault` (tests/faults.py), or none."""
+  env = dict(env)
+  paths = [p for p in env.get("PYTHONPATH", "").split(os.pathsep) if p and p != faults.SITE_DIR]
+  env.pop(faults.ENV, None)
+  if fault:
+    faults.parse(fault)  # A typo fails here, not silently in the child.
+    env[faults.ENV] = fault
+    paths.insert(0, faults.SITE_DIR)
+  env["PYTHONPATH"] = os.pathsep.join(paths)
   return env
 
 

@@ -13,7 +13,8 @@ import jax
 import numpy as np
 import pytest
 
-from alexnet_jax import benchmark, models
+from alexnet_jax import models
+from benchmarks import throughput as benchmark
 
 
 @pytest.mark.parametrize("variant", ["paper", "torchvision", "seed", "small"])

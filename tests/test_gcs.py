@@ -18,7 +18,7 @@ import pytest
 
 from tests import gcs_emulator
 from tests.conftest import REPO_ROOT
-from tests.helpers import assert_bitwise_equal, write_sweep
+from tests.helpers import assert_bitwise_equal, with_fault, write_sweep
 
 pytestmark = pytest.mark.slow
 
@@ -41,11 +41,8 @@ def gcs(tmp_path_factory):
 
 
 def _run(args, cwd, fault=None, timeout=300):
-  env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=2",
-             PYTHONPATH=str(REPO_ROOT))
-  env.pop("ALEXNET_JAX_INJECT_FAULT", None)
-  if fault:
-    env["ALEXNET_JAX_INJECT_FAULT"] = fault
+  env = with_fault(dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=2",
+                        PYTHONPATH=str(REPO_ROOT)), fault)
   return subprocess.run([sys.executable, *args], cwd=cwd, env=env, capture_output=True,
                         text=True, timeout=timeout)
 

@@ -2,7 +2,7 @@
 
 Runs use `configs/default.py:tiny` (the `small` variant on 32×32 fake data, a
 few steps) so each finishes in seconds. Subprocess runs are real processes
-killed by real signals (see alexnet_jax/faults.py for how the kill point is
+killed by real signals (see tests/faults.py for how the kill point is
 chosen deterministically).
 """
 
@@ -16,7 +16,7 @@ import pytest
 
 from alexnet_jax import metrics as metrics_lib
 from tests.conftest import REPO_ROOT
-from tests.helpers import final_params, run_main
+from tests.helpers import TINY, final_params, run_main
 
 REQUIRED_METRICS = {"train_loss", "train_top1", "eval_loss", "eval_top1", "eval_top5",
                     "eval_examples", "learning_rate", "images_per_sec"}
@@ -62,14 +62,21 @@ def test_sigterm_saves_waits_and_exits_zero(tmp_path):
   assert final_params(str(workdir))[0] == 8
 
 
-@pytest.mark.slow
-def test_nan_stops_with_a_message_and_keeps_last_finite_checkpoint(tmp_path):
-  workdir = tmp_path / "run"
-  proc = run_main(workdir, "--config.num_train_steps=8", fault="none@nan:3")
-  assert proc.returncode != 0
-  assert "Non-finite loss or gradient at step 3" in proc.stderr
-  assert "learning rate" in proc.stderr
-  step, params, _ = final_params(str(workdir))
+def test_nan_stops_with_a_message_and_keeps_last_finite_checkpoint(tmp_path, monkeypatch):
+  """Step 3 gets a NaN learning rate: its update is not finite, the loop stops naming it,
+  and the newest checkpoint is step 2's, all finite."""
+  import jax.numpy as jnp
+  from alexnet_jax import config_lib, optim, train
+  real = optim.create_learning_rate_fn
+  monkeypatch.setattr(optim, "create_learning_rate_fn", lambda config, steps_per_epoch: (
+      lambda step: jnp.where(step == 2, jnp.nan, real(config, steps_per_epoch)(step))))
+  config = config_lib.load(TINY)
+  config.num_train_steps = 8
+  with pytest.raises(train.NonFiniteLossError) as error:
+    train.train_and_evaluate(config, str(tmp_path))
+  assert "Non-finite loss or gradient at step 3" in str(error.value)
+  assert "learning rate" in str(error.value)
+  step, params, _ = final_params(str(tmp_path))
   assert step == 2
   assert all(np.isfinite(x).all() for x in jax.tree.leaves(params))
 

@@ -14,7 +14,7 @@ import pytest
 
 from alexnet_jax import metrics as metrics_lib
 from tests.conftest import REPO_ROOT
-from tests.helpers import TINY, final_params, max_rel_diff
+from tests.helpers import TINY, final_params, max_rel_diff, with_fault
 
 pytestmark = pytest.mark.slow  # every test here starts training processes
 
@@ -32,11 +32,8 @@ def run_job(workdir, num_processes, devices_per_process, *overrides, faults=None
   procs = []
   try:
     for i in range(num_processes):
-      env = dict(os.environ)
+      env = with_fault(dict(os.environ), (faults or {}).get(i))
       env["XLA_FLAGS"] = f"--xla_force_host_platform_device_count={devices_per_process}"
-      env.pop("ALEXNET_JAX_INJECT_FAULT", None)
-      if faults and faults.get(i):
-        env["ALEXNET_JAX_INJECT_FAULT"] = faults[i]
       cmd = [sys.executable, "main.py", f"--config={TINY}", f"--workdir={workdir}", *overrides]
       if num_processes > 1:
         cmd += [f"--coordinator_address=127.0.0.1:{port}", f"--num_processes={num_processes}",

@@ -2,7 +2,7 @@
 
 Two things made a plain Flax AlexNet train at ~0.4x PyTorch's speed on a
 2-core CPU (seed variant, batch 64 at 224; measured with
-`python -m alexnet_jax.benchmark`):
+`python benchmarks/throughput.py`):
 
 1. Convolution weight gradients. jax/jaxlib 0.10 hands every convolution to
    YNNPACK by default (`ynn_fusion` in the optimised HLO). Its forward and

@@ -1,8 +1,8 @@
 """Throughput of the real steps and of the input pipelines that feed them.
 
-  python -m alexnet_jax.benchmark train|eval [--variant=seed --batch_size=64]
-  python -m alexnet_jax.benchmark pipeline [--data_dir=FOLDER] [--variant=seed]
-  python -m alexnet_jax.benchmark gpu [--data_dir=PREPARED] [--out=PREFIX] [--smoke]
+  python benchmarks/throughput.py train|eval [--variant=seed --batch_size=64]
+  python benchmarks/throughput.py pipeline [--data_dir=FOLDER] [--variant=seed]
+  python benchmarks/throughput.py gpu [--data_dir=PREPARED] [--out=PREFIX] [--smoke]
 
 `train` / `eval` time the project's own jitted steps (`steps.make_train_step`
 / `make_eval_step`, compiled ahead of time as training does) on a batch that
@@ -27,7 +27,7 @@ consume. Without `--data_dir` it writes random photos as JPEGs and prepares
 them with the real `prepare`, so the input rows read real bytes. Writes
 `--out`.json and `--out`.md. `--smoke` runs it tiny on any backend.
 
-PyTorch comparisons live outside the library: benchmarks/jax_vs_torch.py.
+PyTorch comparisons: benchmarks/jax_vs_torch.py.
 """
 
 from __future__ import annotations
@@ -39,8 +39,11 @@ import os
 import pathlib
 import resource
 import statistics
+import sys
 import tempfile
 import time
+
+sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
@@ -567,7 +570,7 @@ def markdown(result) -> str:
 
 
 def _parser():
-  p = argparse.ArgumentParser(prog="python -m alexnet_jax.benchmark",
+  p = argparse.ArgumentParser(prog="python benchmarks/throughput.py",
                               description=__doc__.split("\n")[0])
   p.add_argument("--json", default=None, help="also write the results to this JSON file")
   sub = p.add_subparsers(dest="command", required=True)
