@@ -90,18 +90,24 @@ def resized_for_eval(image, resize_size: int, eval_resize: str = "shorter_side")
   return np.clip(np.floor(resize(rgb, h, w) + 0.5), 0, 255).astype(np.uint8)
 
 
-def central_crop(image: np.ndarray, size: int) -> np.ndarray:
-  top = round((image.shape[0] - size) / 2)  # round half to even, as torchvision
-  left = round((image.shape[1] - size) / 2)
-  return image[top:top + size, left:left + size]
+def center_crop(images, size: int):
+  """[..., H, W, C] -> [..., size, size, C]; odd margins rounded half to even (torchvision).
+
+  numpy or jax.numpy arrays alike (device_augment crops stored images with it).
+  """
+  top = round((images.shape[-3] - size) / 2)
+  left = round((images.shape[-2] - size) / 2)
+  return images[..., top:top + size, left:left + size, :]
 
 
-def ten_crops(image: np.ndarray, size: int) -> np.ndarray:
-  """Corners (TL, TR, BL, BR), centre, then the same mirrored -> [10, S, S, 3]."""
-  bottom, right = image.shape[0] - size, image.shape[1] - size
-  crops = np.stack([image[:size, :size], image[:size, right:], image[bottom:, :size],
-                    image[bottom:, right:], central_crop(image, size)])
-  return np.concatenate([crops, crops[:, :, ::-1]], axis=0)
+def ten_crops(images, size: int, xp=np):
+  """[..., H, W, C] -> [..., 10, size, size, C]: corners (TL, TR, BL, BR), centre, then
+  the same mirrored. `xp`: numpy, or jax.numpy for device arrays."""
+  bottom, right = images.shape[-3] - size, images.shape[-2] - size
+  crops = xp.stack([images[..., :size, :size, :], images[..., :size, right:, :],
+                    images[..., bottom:, :size, :], images[..., bottom:, right:, :],
+                    center_crop(images, size)], axis=-4)
+  return xp.concatenate([crops, crops[..., ::-1, :]], axis=-4)
 
 
 def eval_crops(image, info: dict) -> np.ndarray:
@@ -115,4 +121,4 @@ def eval_crops(image, info: dict) -> np.ndarray:
   size = int(info["image_size"])
   if int(info.get("crops", 1)) == 10:
     return ten_crops(resized, size)
-  return central_crop(resized, size)
+  return center_crop(resized, size)

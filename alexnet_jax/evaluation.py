@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from jax import lax
 
 # Crops per image that eval, predict and export take: the centre crop, or the
@@ -73,7 +74,7 @@ EVAL_SUM_KEYS = ("loss_sum", "top1_sum", "top5_sum", "center_top1_sum", "count")
 
 def empty_eval_sums() -> dict:
   """The running totals of an eval pass before its first batch."""
-  return {key: jnp.float32(0.0) for key in EVAL_SUM_KEYS}
+  return {key: np.float32(0.0) for key in EVAL_SUM_KEYS}
 
 
 def eval_sums(crop_log_probs, labels, mask):

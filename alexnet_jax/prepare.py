@@ -40,7 +40,7 @@ def _processed(config, store_split):
   mode = config.eval_resize if store_split == "validation" else "shorter_side"
 
   def fn(image):
-    image = augment.central_crop(augment.resized_for_eval(image, size, mode), size)
+    image = augment.center_crop(augment.resized_for_eval(image, size, mode), size)
     return tf.ensure_shape(image, [size, size, 3])
 
   return fn

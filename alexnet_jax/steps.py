@@ -22,6 +22,7 @@ from typing import Any, Callable
 import flax
 import jax
 import jax.numpy as jnp
+import numpy as np
 import optax
 from jax import lax
 from jax.sharding import PartitionSpec as P
@@ -46,9 +47,9 @@ class TrainState:
 
 def empty_window() -> dict[str, jax.Array]:
   """Metric sums over a logging window; `first_bad_step` is -1 while every step is finite."""
-  zero = jnp.float32(0.0)
+  zero = np.float32(0.0)  # Host values: the loop puts them on the devices explicitly.
   return {"loss_sum": zero, "top1_sum": zero, "count": zero, "grad_norm_sum": zero,
-          "num_steps": zero, "learning_rate": zero, "first_bad_step": jnp.int32(-1)}
+          "num_steps": zero, "learning_rate": zero, "first_bad_step": np.int32(-1)}
 
 
 def cross_entropy(logits, labels, label_smoothing: float = 0.0):

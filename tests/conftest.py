@@ -22,6 +22,11 @@ sys.path.insert(0, str(REPO_ROOT))
 
 FLOWERS = REPO_ROOT / "tests" / "data" / "flowers"
 
+# The training loop promises no per-step host sync: under tests an implicit
+# host<->device transfer anywhere in it fails the run (explicit ones pass).
+from alexnet_jax import train  # noqa: E402  pylint: disable=g-import-not-at-top
+train.LOOP_TRANSFER_GUARD = "disallow"
+
 
 @pytest.fixture(scope="session")
 def flowers():

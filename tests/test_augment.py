@@ -44,7 +44,7 @@ MODES = ("eager", "dataset")
 TRAIN_FNS = {
     "paper": lambda x: augment.paper_train(x, SEED, image_size=24, resize_size=28, pca_sigma=0.0),
     "inception": lambda x: augment.inception_train(x, SEED, image_size=24),
-    "eval": lambda x: augment.eval_center(x, image_size=24, resize_size=28),
+    "eval": lambda x: augment.eval_crops(x, image_size=24, resize_size=28),
 }
 
 
@@ -76,7 +76,7 @@ def test_shapes_dtypes_for_every_input_kind(name, mode):
 
 @pytest.mark.parametrize("mode", MODES)
 def test_ten_crop_shape(mode):
-  out = run(lambda x: augment.ten_crop(x, image_size=24, resize_size=28),
+  out = run(lambda x: augment.eval_crops(x, crops=10, image_size=24, resize_size=28),
             tf.io.encode_jpeg(smooth_image(40, 52)), mode)
   assert out.shape == (10, 24, 24, 3) and out.dtype == np.uint8
 
@@ -119,7 +119,7 @@ def test_ten_crops_are_the_corners_centre_and_their_mirrors():
   s, r = 24, 28
   image = noisy_image(r, 37)
   for mode in MODES:
-    crops = run(lambda x: augment.ten_crop(x, image_size=s, resize_size=r), image, mode)
+    crops = run(lambda x: augment.eval_crops(x, crops=10, image_size=s, resize_size=r), image, mode)
     h, w = image.shape[:2]
     top, left = (h - s) // 2, (w - s) // 2
     expected = [image[:s, :s], image[:s, w - s:], image[h - s:, :s], image[h - s:, w - s:],
@@ -127,13 +127,13 @@ def test_ten_crops_are_the_corners_centre_and_their_mirrors():
     expected += [e[:, ::-1] for e in expected]
     np.testing.assert_array_equal(crops, np.stack(expected))
     np.testing.assert_array_equal(
-        run(lambda x: augment.eval_center(x, image_size=s, resize_size=r), image, mode),
+        run(lambda x: augment.eval_crops(x, image_size=s, resize_size=r), image, mode),
         crops[4])
 
 
 def test_eval_center_matches_pil_resize_and_centre_crop():
   image = smooth_image(150, 200) // 2 + noisy_image(150, 200) // 2  # Detail to resample.
-  out = augment.eval_center(image, image_size=64, resize_size=72).numpy().astype(int)
+  out = augment.eval_crops(image, image_size=64, resize_size=72).numpy().astype(int)
   resized = np.asarray(Image.fromarray(image).resize((96, 72), Image.BILINEAR))  # w=int(72*200/150)
   ref = resized[4:68, 16:80]
   assert np.abs(out - ref).mean() < 1.5
@@ -298,22 +298,15 @@ def test_eval_preprocessing_matches_torchvision_on_real_jpegs(flowers):
     with Image.open(path) as image:  # The accurate IDCT is PIL's decode, bit for bit.
       np.testing.assert_array_equal(augment.decode(tf.constant(data)).numpy(),
                                     np.asarray(image.convert("RGB")))
-    ours = augment.eval_center(tf.constant(data)).numpy().astype(float)
+    ours = augment.eval_crops(tf.constant(data)).numpy().astype(float)
     diffs.append(np.abs(ours - _torchvision_eval(path)).mean())
   # What remains is TF's antialiased bilinear kernel against PIL's (~0.16 levels).
   assert np.mean(diffs) <= 0.25 and max(diffs) < 0.5, diffs
 
 
-def test_centre_crop_rounds_odd_margins_half_to_even():
-  for height, expected_top in [(27, 2), (29, 2), (31, 4), (25, 0)]:  # margins 1.5 -> 2, 2.5 -> 2, ...
-    image = np.arange(height)[:, None, None] * np.ones((1, 30, 3), np.int64)
-    crop = augment.central_crop(tf.constant(image), 24).numpy()
-    assert crop[0, 0, 0] == int(round((height - 24) / 2.0)) == expected_top, height
-
-
 def test_stretch_eval_resizes_both_sides_like_pil():
   image = smooth_image(150, 200) // 2 + noisy_image(150, 200) // 2
-  out = augment.eval_center(image, image_size=64, resize_size=64,
+  out = augment.eval_crops(image, image_size=64, resize_size=64,
                             eval_resize="stretch").numpy().astype(int)
   ref = np.asarray(Image.fromarray(image).resize((64, 64), Image.BILINEAR)).astype(int)
   assert np.abs(out - ref).mean() < 1.0

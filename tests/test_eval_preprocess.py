@@ -19,9 +19,8 @@ PHOTOS = sorted(FLOWERS.glob("*/*/*.jpg"))
 
 
 def _pipeline(data, size, resize_size, mode, crops):
-  fn = augment.ten_crop if crops == 10 else augment.eval_center
-  return fn(tf.constant(data), image_size=size, resize_size=resize_size,
-            eval_resize=mode).numpy()
+  return augment.eval_crops(tf.constant(data), crops=crops, image_size=size,
+                            resize_size=resize_size, eval_resize=mode).numpy()
 
 
 @pytest.mark.parametrize("size,resize_size,mode,crops", [
@@ -62,3 +61,44 @@ def test_imports_only_numpy_and_pil():
   imports = {line.split()[1].split(".")[0] for line in source.splitlines()
              if line.startswith(("import ", "from "))}
   assert imports <= {"__future__", "io", "math", "numpy", "PIL"}, imports
+
+
+def _crops_by_hand(image, size):
+  """The centre (offsets rounded half to even, as torchvision) and the paper's ten crops."""
+  h, w = image.shape[:2]
+  top, left = int(round((h - size) / 2.0)), int(round((w - size) / 2.0))
+  center = image[top:top + size, left:left + size]
+  five = [image[:size, :size], image[:size, w - size:], image[h - size:, :size],
+          image[h - size:, w - size:], center]
+  return center, np.stack(five + [c[:, ::-1] for c in five])
+
+
+def _backend_crops(backend, image, size):
+  """(center_crop, ten_crops) of one image by the TF (host), numpy (export) or JAX (device)
+  implementation, each called as its pipeline calls it."""
+  if backend == "tf":
+    return (augment.center_crop(tf.constant(image), size).numpy(),
+            augment.ten_crops(tf.constant(image), size).numpy())
+  if backend == "numpy":
+    return eval_preprocess.center_crop(image, size), eval_preprocess.ten_crops(image, size)
+  from alexnet_jax import config_lib
+  from alexnet_jax.data import device_augment
+  config = config_lib.base_config()
+  config.image_size = size
+  out = []
+  for crops in (1, 10):
+    config.eval_crops = crops
+    out.append(np.asarray(device_augment.eval_fn(config)(image[None]))[0])
+  return tuple(out)
+
+
+@pytest.mark.parametrize("backend", ["tf", "numpy", "jax"])
+@pytest.mark.parametrize("height,width", [(27, 30), (29, 31), (31, 25), (24, 24)])
+def test_center_crop_and_ten_crops_agree_across_backends(backend, height, width):
+  """Margins of 1.5 and 2.5 pixels round to 2 (half to even) in all three."""
+  size = 24
+  image = (np.arange(height * width * 3) % 251).astype(np.uint8).reshape(height, width, 3)
+  center, ten = _backend_crops(backend, image, size)
+  want_center, want_ten = _crops_by_hand(image, size)
+  np.testing.assert_array_equal(center, want_center)
+  np.testing.assert_array_equal(ten, want_ten)

@@ -56,7 +56,7 @@ def test_the_stored_images_are_the_resized_source(digits_dir, tfds_data_dir):
   # Every eval example, read back, is the source image resized as eval resizes it.
   images, labels, _ = sklearn_digits.load_split_arrays()["test"]
   expected = collections.Counter(
-      (augment.eval_center(tf.constant(img), image_size=32, resize_size=32).numpy().tobytes(),
+      (augment.eval_crops(tf.constant(img), image_size=32, resize_size=32).numpy().tobytes(),
        int(lab)) for img, lab in zip(images, labels))
   got = collections.Counter()
   for batch in data.create_eval_iterator(c, process_index=0, process_count=1):

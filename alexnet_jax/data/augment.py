@@ -334,7 +334,7 @@ def resized_for_eval(image, resize_size, eval_resize="shorter_side"):
   return _to_uint8(resize_shorter_side(image, resize_size, antialias=True))
 
 
-def central_crop(image, size):
+def center_crop(image, size):
   """The size x size centre; odd margins rounded half to even, as torchvision's CenterCrop."""
   shape = tf.shape(image)
   top = tf.cast(tf.round(tf.cast(shape[0] - size, tf.float64) / 2.0), tf.int32)
@@ -342,25 +342,22 @@ def central_crop(image, size):
   return image[top:top + size, left:left + size]
 
 
-def ten_crops_of(image, size):
+def ten_crops(image, size):
   """Corners (TL, TR, BL, BR) and centre of a resized image, then the same mirrored."""
   shape = tf.shape(image)
   bottom, right = shape[0] - size, shape[1] - size
   crops = tf.stack([image[:size, :size], image[:size, right:], image[bottom:, :size],
-                    image[bottom:, right:], central_crop(image, size)])
+                    image[bottom:, right:], center_crop(image, size)])
   return tf.concat([crops, tf.reverse(crops, axis=[2])], axis=0)
 
 
-def eval_center(image, *, image_size=224, resize_size=256, eval_resize="shorter_side"):
-  """Resize (see `resized_for_eval`), then the centre crop -> uint8 [S, S, 3]."""
+def eval_crops(image, *, crops=1, image_size=224, resize_size=256, eval_resize="shorter_side"):
+  """Resize (see `resized_for_eval`), then the centre crop -> uint8 [S, S, 3], or with
+  crops=10 the paper's test-time crops -> [10, S, S, 3] (the eval step averages them)."""
   image = resized_for_eval(image, resize_size, eval_resize)
-  return tf.ensure_shape(central_crop(image, image_size), [image_size, image_size, 3])
-
-
-def ten_crop(image, *, image_size=224, resize_size=256, eval_resize="shorter_side"):
-  """The paper's test-time crops -> uint8 [10, S, S, 3]; the eval step averages them."""
-  image = resized_for_eval(image, resize_size, eval_resize)
-  return tf.ensure_shape(ten_crops_of(image, image_size), [10, image_size, image_size, 3])
+  if crops == 10:
+    return tf.ensure_shape(ten_crops(image, image_size), [10, image_size, image_size, 3])
+  return tf.ensure_shape(center_crop(image, image_size), [image_size, image_size, 3])
 
 
 # ----------------------------------------------------------------------------
@@ -380,13 +377,12 @@ def train_preprocess_fn(config):
     area = tuple(config.inception_area_range)
     return lambda image, seed: inception_train(
         image, seed, image_size=size, area_range=area, random_flip=config.random_flip)
-  return lambda image, seed: eval_center(image, image_size=size, resize_size=resize_size,
-                                         eval_resize=config.eval_resize)
+  return lambda image, seed: eval_crops(image, image_size=size, resize_size=resize_size,
+                                        eval_resize=config.eval_resize)
 
 
 def eval_preprocess_fn(config, crops=None):
   """fn(image) -> uint8 [S, S, 3] (1 crop) or [10, S, S, 3]; crops default config.eval_crops."""
-  crops = config.eval_crops if crops is None else crops
-  fn = eval_center if crops == 1 else ten_crop
-  return functools.partial(fn, image_size=config.image_size, resize_size=config.resize_size,
+  return functools.partial(eval_crops, crops=config.eval_crops if crops is None else crops,
+                           image_size=config.image_size, resize_size=config.resize_size,
                            eval_resize=config.eval_resize)

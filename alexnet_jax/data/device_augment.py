@@ -30,6 +30,7 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
+from alexnet_jax import eval_preprocess
 from alexnet_jax.data.augmentations import IMAGENET_PCA_EIGVAL
 from alexnet_jax.data.augmentations import IMAGENET_PCA_EIGVEC
 from alexnet_jax.data.augmentations import INCEPTION_ASPECT_RANGE
@@ -118,25 +119,6 @@ def inception_crop(image, key, *, size, area_range, random_flip):
   return _flip(out, flip_key) if random_flip else out
 
 
-def centre_offset(stored: int, size: int) -> int:
-  """torchvision's CenterCrop offset: rounded half to even."""
-  return int(round((stored - size) / 2.0))
-
-
-def centre_crop(images, size):
-  """[B, R, R, 3] -> [B, size, size, 3]."""
-  top, left = centre_offset(images.shape[1], size), centre_offset(images.shape[2], size)
-  return images[:, top:top + size, left:left + size]
-
-
-def ten_crops(images, size):
-  """[B, R, R, 3] -> [B, 10, size, size, 3]: corners, centre, then the same mirrored."""
-  crops = jnp.stack([images[:, :size, :size], images[:, :size, -size:],
-                     images[:, -size:, :size], images[:, -size:, -size:],
-                     centre_crop(images, size)], axis=1)
-  return jnp.concatenate([crops, crops[:, :, :, ::-1]], axis=1)
-
-
 def train_fn(config):
   """(uint8 [B, R, R, 3], global indices [B]) -> float32 [B, S, S, 3] for config.augmentation."""
   size, seed = int(config.image_size), int(config.seed)
@@ -149,7 +131,7 @@ def train_fn(config):
     one = lambda image, key: inception_crop(image, key, size=size, area_range=area,
                                             random_flip=bool(config.random_flip))
   else:
-    return lambda images, indices: centre_crop(images, size).astype(jnp.float32)
+    return lambda images, indices: eval_preprocess.center_crop(images, size).astype(jnp.float32)
 
   def augment(images, indices):
     return jax.vmap(one)(images, example_keys(seed, indices))
@@ -161,8 +143,8 @@ def eval_fn(config):
   """uint8 [B, R, R, 3] -> uint8 [B, S, S, 3] (centre) or [B, 10, S, S, 3]."""
   size = int(config.image_size)
   if int(config.eval_crops) == 10:
-    return lambda images: ten_crops(images, size)
-  return lambda images: centre_crop(images, size)
+    return lambda images: eval_preprocess.ten_crops(images, size, xp=jnp)
+  return lambda images: eval_preprocess.center_crop(images, size)
 
 
 _MIX_TAG = 0x313
