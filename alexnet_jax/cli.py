@@ -33,6 +33,18 @@ def quiet_startup() -> None:
   os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 
+def absl_command(define_flags, main):
+  """The `run()` of an absl command whose flags are defined only when it runs (importing
+  its module must not claim flag names)."""
+
+  def run():
+    from absl import app  # pylint: disable=g-import-not-at-top
+    define_flags()
+    app.run(main)
+
+  return run
+
+
 class UsageError(Exception):
   """A command line that cannot work; the message is one line."""
 

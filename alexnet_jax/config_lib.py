@@ -304,32 +304,18 @@ def parse_arg(arg) -> dict:
   return out
 
 
-def apply_arg(c, arg):
-  """Applies the `:ARG` variants every config file takes: `variant=NAME` and `tiny`.
-
-  tiny: a CPU smoke run on fake data, small images, a few steps.
-  """
+def apply_arg(c, arg, **presets):
+  """Applies a config file's `:ARG`: `variant=NAME` (every file takes it), then each named
+  preset of the file (`presets`: name -> fn(config) changing it in place)."""
   opts = parse_arg(arg)
   if "variant" in opts:
     c.model.variant = opts.pop("variant")
-  if opts.pop("tiny", False):
-    c.dataset = "fake"
-    c.num_classes = 10
-    # 32x32 suits `small`; the ImageNet variants need >= 63 pixels to survive
-    # conv1's stride 4 and three 3/2 poolings.
-    small = c.model.variant in ("paper", "small")
-    c.image_size = 32 if small else 64
-    c.resize_size = 36 if small else 72
-    c.batch_size = c.eval_batch_size = 8
-    c.fake_num_examples = 64
-    c.num_train_steps = 4
-    c.eval_every_steps = 4
-    c.log_every_steps = 2
-    c.checkpoint_every_steps = 2
-    c.eval_crops = 1
-    c.model.variant = "small" if c.model.variant == "paper" else c.model.variant
+  for name in [name for name in opts if name in presets]:
+    presets[name](c)
+    del opts[name]
   if opts:
-    raise ValueError(f"Unknown config arguments {sorted(opts)}; known: variant=NAME, tiny.")
+    known = ", ".join(["variant=NAME", *presets])
+    raise ValueError(f"Unknown config arguments {sorted(opts)}; known: {known}.")
   return c
 
 

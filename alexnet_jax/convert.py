@@ -28,6 +28,7 @@ import math
 
 import numpy as np
 
+from alexnet_jax import cli
 from alexnet_jax import models
 
 CONVERTIBLE_VARIANTS = ("torchvision", "seed")
@@ -269,11 +270,7 @@ def _define_flags():
   flags.mark_flags_as_required(["torch_checkpoint", "workdir"])
 
 
-def run():
-  """The `alexnet-convert` command."""
-  from absl import app  # pylint: disable=g-import-not-at-top
-  _define_flags()
-  app.run(main)
+run = cli.absl_command(_define_flags, main)  # The `alexnet-convert` command.
 
 
 if __name__ == "__main__":

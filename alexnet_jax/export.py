@@ -81,6 +81,7 @@ import numpy as np  # noqa: E402
 from etils import epath  # noqa: E402
 from flax import traverse_util  # noqa: E402
 
+from alexnet_jax import cli  # noqa: E402
 from alexnet_jax import eval_preprocess  # noqa: E402
 from alexnet_jax import workdir as workdir_lib  # noqa: E402
 
@@ -276,11 +277,7 @@ def _define_flags():
   flags.mark_flags_as_required(["workdir", "output"])
 
 
-def run():
-  """The `alexnet-export` command."""
-  from absl import app  # pylint: disable=g-import-not-at-top
-  _define_flags()
-  app.run(main)
+run = cli.absl_command(_define_flags, main)  # The `alexnet-export` command.
 
 
 if __name__ == "__main__":

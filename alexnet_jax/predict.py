@@ -26,6 +26,8 @@ from absl import flags  # noqa: E402
 from absl import logging as absl_logging  # noqa: E402
 from etils import epath  # noqa: E402
 
+from alexnet_jax import cli  # noqa: E402
+
 FLAGS = flags.FLAGS
 
 
@@ -111,10 +113,7 @@ def _first_undecodable(predictor, images, paths):
   return None
 
 
-def run():
-  """The `alexnet-predict` command."""
-  _define_flags()
-  app.run(main)
+run = cli.absl_command(_define_flags, main)  # The `alexnet-predict` command.
 
 
 if __name__ == "__main__":

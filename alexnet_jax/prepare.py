@@ -54,18 +54,18 @@ def _prepare_split(source, config, spec, store_split, output, progress, shard_si
   from alexnet_jax.data import iterators  # pylint: disable=g-import-not-at-top
   state = progress["splits"].setdefault(store_split, {"shards": [], "consumed": 0,
                                                       "skipped": []})
-  share = source.eval_share(spec, 0, 1)
-  n = share.num_examples
+  records = source.eval_records(spec, 0, 1)
+  n = records.num_examples
   if state.get("done"):
     return state
   process = _processed(config, store_split)
   start = state["consumed"]
 
   def example(position, record):
-    ex = share.load(record)
+    ex = records.load(record)
     return position, process(ex["image"]), tf.cast(ex["label"], tf.int32)
 
-  ds = share.records(tf.constant(0, tf.int64)).skip(start).enumerate(start=start)
+  ds = records.epoch(tf.constant(0, tf.int64)).skip(start).enumerate(start=start)
   ds = ds.map(example, num_parallel_calls=iterators.available_cores(), deterministic=True)
   ds = ds.ignore_errors(log_warning=False).prefetch(64)
   images, labels, expected = [], [], start
@@ -87,7 +87,7 @@ def _prepare_split(source, config, spec, store_split, output, progress, shard_si
   last_log = time.time()
   for position, image, label in ds.as_numpy_iterator():
     for missing in range(expected, int(position)):  # ignore_errors dropped these.
-      name = _describe(share, missing)
+      name = _describe(records, missing)
       state["skipped"].append(name)
       logging.warning("Leaving out %s: it cannot be decoded.", name)
     expected = int(position) + 1
@@ -101,7 +101,7 @@ def _prepare_split(source, config, spec, store_split, output, progress, shard_si
     last_log = time.time()
     logging.info("%s: %d/%d images.", store_split, expected, n)
   for missing in range(expected, n):
-    name = _describe(share, missing)
+    name = _describe(records, missing)
     state["skipped"].append(name)
     logging.warning("Leaving out %s: it cannot be decoded.", name)
   if images:
@@ -112,10 +112,10 @@ def _prepare_split(source, config, spec, store_split, output, progress, shard_si
   return state
 
 
-def _describe(share, position):
+def _describe(records, position):
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
-  for record in share.records(tf.constant(0, tf.int64)).skip(position).take(1):
-    return share.describe(record)
+  for record in records.epoch(tf.constant(0, tf.int64)).skip(position).take(1):
+    return records.describe(record)
   return f"example {position}"
 
 

@@ -25,10 +25,10 @@ BUDGET_BYTES = 1 << 30
 _SAMPLE = 16
 
 
-def _decoded(share, count, cores):
-  """(images, labels) of the first `count` records of a file-order share (None: a file fails)."""
-  ds = share.records(tf.constant(0, tf.int64)).take(count).map(
-      lambda r: (lambda ex: (augment.decode(ex["image"]), ex["label"]))(share.load(r)),
+def _decoded(records, count, cores):
+  """(images, labels) of the first `count` records in file order (None: a file fails)."""
+  ds = records.epoch(tf.constant(0, tf.int64)).take(count).map(
+      lambda r: (lambda ex: (augment.decode(ex["image"]), ex["label"]))(records.load(r)),
       num_parallel_calls=cores)
   images, labels = [], []
   try:
@@ -40,11 +40,11 @@ def _decoded(share, count, cores):
   return images, labels
 
 
-def decoded_share(source, split, *, seed, setting, cores) -> sources.Share | None:
-  """A training Share reading decoded images from memory, or None to stream the split."""
+def decoded_records(source, split, *, seed, setting, cores) -> sources.Records | None:
+  """Training Records that read decoded images from memory, or None to stream the split."""
   if setting is False or setting is None:
     return None
-  file_order = source.eval_share(split, 0, 1)
+  file_order = source.eval_records(split, 0, 1)
   n = file_order.num_examples
   if setting == "auto":
     sample = _decoded(file_order, min(_SAMPLE, n), cores)
@@ -70,6 +70,6 @@ def decoded_share(source, split, *, seed, setting, cores) -> sources.Share | Non
     image = tf.reshape(pixels[start:stop], tf.concat([shapes_t[index], [3]], 0))
     return {"image": image, "label": labels_t[index]}
 
-  return sources.Share(n, lambda epoch: tf.data.Dataset.from_tensor_slices(
+  return sources.Records(n, lambda epoch: tf.data.Dataset.from_tensor_slices(
       sources.epoch_order(n, seed, epoch)), load,
                        lambda index: f"cached image {int(index)} of {split}")

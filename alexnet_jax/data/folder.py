@@ -261,13 +261,13 @@ class FolderSource(sources.Source):
 
     return len(paths), load, lambda index: display(paths[int(index)])
 
-  def train_share(self, split, *, seed, shuffle_buffer_size):
+  def train_records(self, split, *, seed, shuffle_buffer_size):
     del shuffle_buffer_size  # Random access: a full permutation per epoch.
     n, load, describe = self._indexed(split)
-    return sources.Share(n, lambda epoch: tf.data.Dataset.from_tensor_slices(
+    return sources.Records(n, lambda epoch: tf.data.Dataset.from_tensor_slices(
         sources.epoch_order(n, seed, epoch)), load, describe)
 
-  def eval_share(self, split, process_index, process_count):
+  def eval_records(self, split, process_index, process_count):
     # A stride, not a block: each process sees every class.
     n, load, describe = self._indexed(split, process_index, process_count)
-    return sources.Share(n, lambda epoch: tf.data.Dataset.range(n), load, describe)
+    return sources.Records(n, lambda epoch: tf.data.Dataset.range(n), load, describe)

@@ -65,11 +65,11 @@ def create_train_iterator(config, source, *, start_step, process_index,
   local_batch = config.batch_size // process_count
   train_split, _ = _splits(config, source)
   global_batch, seed = config.batch_size, int(config.seed)
-  share = cache.decoded_share(source, train_split, seed=seed, setting=config.cache_train,
-                              cores=sources.available_cores()) or source.train_share(
+  records = cache.decoded_records(source, train_split, seed=seed, setting=config.cache_train,
+                              cores=sources.available_cores()) or source.train_records(
                                   train_split, seed=seed,
                                   shuffle_buffer_size=int(config.shuffle_buffer_size))
-  n = share.num_examples
+  n = records.num_examples
   if n < global_batch:
     raise ValueError(f"Split {train_split!r} of {source.name} has {n} examples, fewer than "
                      f"one global batch (config.batch_size={global_batch}).")
@@ -84,13 +84,13 @@ def create_train_iterator(config, source, *, start_step, process_index,
     step, within = divmod(position, local_batch)
     start = step * global_batch
     start_epoch, offset = divmod(start, n)
-    ds = tf.data.Dataset.counter(start_epoch).flat_map(share.records).skip(offset)
+    ds = tf.data.Dataset.counter(start_epoch).flat_map(records.epoch).skip(offset)
     ds = ds.enumerate(start=start).filter(
         lambda g, record: (g % global_batch) // local_batch == process_index)
     return ds.skip(within).map(lambda g, record: record).enumerate(start=position)
 
   def example(position, record):
-    ex = share.load(record)
+    ex = records.load(record)
     step, i = position // local_batch, position % local_batch
     global_index = step * global_batch + process_index * local_batch + i
     image = preprocess(ex["image"], sources.derived_seed(seed, sources.AUGMENT_TAG, global_index))
@@ -102,7 +102,7 @@ def create_train_iterator(config, source, *, start_step, process_index,
     ds = ds.ignore_errors(log_warning=True)
   ds = ds.batch(local_batch, drop_remainder=True).prefetch(tf.data.AUTOTUNE)
   return BatchIterator(_options(ds), start_position=first, batch_size=local_batch,
-                       replay=_Replay(records_from, example, share.describe))
+                       replay=_Replay(records_from, example, records.describe))
 
 
 def create_eval_iterator(config, *, process_index, process_count) -> "BatchIterator":
@@ -129,34 +129,34 @@ def _eval_pipeline(config, process_index, process_count, local_batch):
   """(tf.data pipeline, real examples, replay) of one process's eval pass."""
   source = sources.create(config)
   eval_split = _splits(config, source)[1]
-  share = source.eval_share(eval_split, process_index, process_count)
+  records = source.eval_records(eval_split, process_index, process_count)
   num_batches = math.ceil(source.split_size(eval_split) / config.eval_batch_size)
   total = num_batches * local_batch
-  if share.num_examples > total:  # Cannot happen with even splits; guards the padding.
-    raise AssertionError(f"Process {process_index} has {share.num_examples} eval examples, "
+  if records.num_examples > total:  # Cannot happen with even splits; guards the padding.
+    raise AssertionError(f"Process {process_index} has {records.num_examples} eval examples, "
                          f"more than {num_batches} batches of {local_batch} hold.")
   preprocess = augment.eval_preprocess_fn(config)
   s = config.image_size
   image_shape = [s, s, 3] if config.eval_crops == 1 else [config.eval_crops, s, s, 3]
 
   def records_from(position):
-    return share.records(tf.constant(0, tf.int64)).skip(position).enumerate(start=position)
+    return records.epoch(tf.constant(0, tf.int64)).skip(position).enumerate(start=position)
 
   def example(position, record):
-    ex = share.load(record)
+    ex = records.load(record)
     return {"image": preprocess(ex["image"]), "label": ex["label"], "mask": tf.constant(True),
             "_pos": position}
 
   ds = records_from(0).map(example, num_parallel_calls=sources.available_cores())
   if source.may_contain_corrupt_files and config.skip_corrupt_images:
     ds = ds.ignore_errors(log_warning=True)
-  if share.num_examples * np.prod(image_shape) <= EVAL_CACHE_BYTES:
+  if records.num_examples * np.prod(image_shape) <= EVAL_CACHE_BYTES:
     ds = ds.cache()  # Later evals read the crops from memory.
   padding = tf.data.Dataset.from_tensors({
       "image": tf.zeros(image_shape, tf.uint8), "label": tf.constant(0, tf.int32),
       "mask": tf.constant(False), "_pos": tf.constant(-1, tf.int64)}).repeat()
   ds = ds.concatenate(padding).take(total).batch(local_batch).prefetch(tf.data.AUTOTUNE)
-  return _options(ds), share.num_examples, _Replay(records_from, example, share.describe)
+  return _options(ds), records.num_examples, _Replay(records_from, example, records.describe)
 
 
 # ----------------------------------------------------------------------------

@@ -48,16 +48,16 @@ def epoch_order(n, config_seed, epoch):
 
 
 @dataclasses.dataclass
-class Share:
+class Records:
   """The records of one split that one reader goes through.
 
-  records(epoch) -> Dataset of records in reading order (training: the epoch's
+  epoch(e) -> Dataset of records in reading order (training: the epoch's
   global order; eval: file order, called with epoch 0). Records are cheap to
   skip (indices, file names, encoded bytes); `load` turns one into
   {"image", "label"}; `describe` names one in an error message.
   """
   num_examples: int
-  records: Callable[[tf.Tensor], tf.data.Dataset]
+  epoch: Callable[[tf.Tensor], tf.data.Dataset]
   load: Callable[[object], dict]
   describe: Callable[[object], str]
 
@@ -108,11 +108,11 @@ class Source:
   def split_size(self, split: str) -> int:
     raise NotImplementedError
 
-  def train_share(self, split: str, *, seed: int, shuffle_buffer_size: int) -> Share:
+  def train_records(self, split: str, *, seed: int, shuffle_buffer_size: int) -> Records:
     """All of a split's records per epoch, in the global training order."""
     raise NotImplementedError
 
-  def eval_share(self, split: str, process_index: int, process_count: int) -> Share:
+  def eval_records(self, split: str, process_index: int, process_count: int) -> Records:
     """One process's part of a split for evaluation (parts cover the split once)."""
     raise NotImplementedError
 

@@ -188,7 +188,7 @@ class TfdsSource(sources.Source):
         pass
     return self._size_of(self._read(split), split)
 
-  def train_share(self, split, *, seed, shuffle_buffer_size):
+  def train_records(self, split, *, seed, shuffle_buffer_size):
     total = self.split_size(split)
     k = int(np.clip(total // MIN_SHARD_EXAMPLES, 1, MAX_SHARDS))
     shards = [self._read(s) for s in tfds.even_splits(split, n=k)]
@@ -205,12 +205,12 @@ class TfdsSource(sources.Source):
                                                 dtype=tf.int64)
       return ds.shuffle(buffer_size, seed=scalar_seed)
 
-    return sources.Share(int(sum(sizes)), records, load=lambda r: r, describe=self._describe)
+    return sources.Records(int(sum(sizes)), records, load=lambda r: r, describe=self._describe)
 
-  def eval_share(self, split, process_index, process_count):
+  def eval_records(self, split, process_index, process_count):
     ds = self._read(tfds.split_for_jax_process(split, process_index=process_index,
                                                process_count=process_count))
-    return sources.Share(self._size_of(ds, split), lambda epoch: ds, load=lambda r: r,
+    return sources.Records(self._size_of(ds, split), lambda epoch: ds, load=lambda r: r,
                          describe=self._describe)
 
   def _describe(self, record):

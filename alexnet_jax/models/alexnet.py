@@ -85,15 +85,18 @@ class ConvSpec:
 
 @dataclasses.dataclass(frozen=True)
 class Architecture:
-  """Fixed layout of a variant; the ablation fields live on the module."""
+  """Fixed layout of a variant (defaults: the ImageNet AlexNets'); the ablation fields
+  live on the module."""
   convs: tuple
-  hidden: tuple  # ((name, width), ...) hidden FC layers; biases 1 under paper init.
-  head: str  # name of the classifier layer
-  avg_pool: Optional[tuple]  # adaptive average pool output (H, W), or None
-  dropout_before_hidden: bool  # True: torch style (before fc6, fc7);
-  # False: paper style (on the outputs of fc6, fc7, i.e. before fc7, fc8).
-  image_size: int
   defaults: dict  # default ablation settings
+  # ((name, width), ...) hidden FC layers; biases 1 under paper init.
+  hidden: tuple = (("fc6", 4096), ("fc7", 4096))
+  head: str = "fc8"  # name of the classifier layer
+  avg_pool: Optional[tuple] = None  # adaptive average pool output (H, W), or None
+  # True: torch style (before fc6, fc7); False: paper style (on the outputs of
+  # fc6, fc7, i.e. before fc7, fc8).
+  dropout_before_hidden: bool = True
+  image_size: int = 224
 
 
 _IMAGENET_DEFAULTS = dict(activation="relu", overlapping_pool=True,
@@ -111,11 +114,7 @@ ARCHITECTURES = {
             ConvSpec("conv5", 256, 3, padding=1, groups=2, pool=True,
                      bias_one=True),
         ),
-        hidden=(("fc6", 4096), ("fc7", 4096)),
-        head="fc8",
-        avg_pool=None,
         dropout_before_hidden=False,
-        image_size=224,
         defaults=dict(_IMAGENET_DEFAULTS, lrn=True, init="paper"),
     ),
     "torchvision": Architecture(
@@ -126,11 +125,7 @@ ARCHITECTURES = {
             ConvSpec("conv4", 256, 3, padding=1, bias_one=True),
             ConvSpec("conv5", 256, 3, padding=1, pool=True, bias_one=True),
         ),
-        hidden=(("fc6", 4096), ("fc7", 4096)),
-        head="fc8",
         avg_pool=(6, 6),
-        dropout_before_hidden=True,
-        image_size=224,
         defaults=dict(_IMAGENET_DEFAULTS, lrn=False, init="torch"),
     ),
     "seed": Architecture(
@@ -142,10 +137,6 @@ ARCHITECTURES = {
             ConvSpec("conv5", 128, 3, padding=1, pool=True, bias_one=True),
         ),
         hidden=(("fc6", 2048), ("fc7", 2048)),
-        head="fc8",
-        avg_pool=None,
-        dropout_before_hidden=True,
-        image_size=224,
         defaults=dict(_IMAGENET_DEFAULTS, lrn=False, init="seed"),
     ),
     "small": Architecture(
@@ -156,7 +147,6 @@ ARCHITECTURES = {
         ),
         hidden=(("fc3", 384), ("fc4", 192)),
         head="fc5",
-        avg_pool=None,
         dropout_before_hidden=False,
         image_size=32,
         defaults=dict(activation="relu", lrn=True, overlapping_pool=True,

@@ -25,7 +25,7 @@ divides the loss by the tower count to compensate.
 
 from __future__ import annotations
 
-from typing import Any
+import dataclasses
 
 import flax.linen as nn
 import jax
@@ -35,6 +35,7 @@ from jax.sharding import PartitionSpec as P
 
 from alexnet_jax.models import layers
 from alexnet_jax.models.alexnet import ARCHITECTURES
+from alexnet_jax.models.alexnet import AlexNet
 from alexnet_jax.models.lrn import local_response_norm
 from alexnet_jax.parallel import MODEL_AXIS
 
@@ -64,17 +65,11 @@ def tower_lrn(x, axis_name, size=5, alpha=1e-4, beta=0.75, k=2.0):
   return y[..., before:before + x.shape[-1]].astype(x.dtype)
 
 
-class TowerAlexNet(nn.Module):
-  """One tower of the `paper` network; see the module docstring."""
+class TowerAlexNet(AlexNet):
+  """One tower of the `paper` network (the AlexNet fields it was built from, and how many
+  towers share it); see the module docstring."""
 
-  num_classes: int = 1000
   towers: int = 2
-  activation: str = "relu"
-  lrn: bool = True
-  overlapping_pool: bool = True
-  dropout_rate: float = 0.5
-  width_multiplier: float = 1.0
-  dtype: Any = jnp.float32
   axis_name: str = MODEL_AXIS
 
   @nn.compact
@@ -124,11 +119,9 @@ def create_tower_model(model: nn.Module, towers: int) -> TowerAlexNet:
         "parallelism.model=1.")
   if model.num_classes % towers:
     raise ValueError(f"num_classes={model.num_classes} must divide into {towers} towers.")
-  return TowerAlexNet(num_classes=model.num_classes, towers=towers,
-                      activation=model.activation, lrn=model.lrn,
-                      overlapping_pool=model.overlapping_pool,
-                      dropout_rate=model.dropout_rate,
-                      width_multiplier=model.width_multiplier, dtype=model.dtype)
+  fields = {f.name: getattr(model, f.name) for f in dataclasses.fields(AlexNet)
+            if f.name not in ("parent", "name")}
+  return TowerAlexNet(**fields, towers=towers)
 
 
 def partition_specs(tree):
