@@ -1,9 +1,10 @@
 """The fault matrix: every way a second round of probes found to lose or muddle a run.
 
-One parametrised test, one case per row of the README's reliability table. Each
-case damages or disturbs a real run (a real CLI process, real files, real
-signals, real mounts) and asserts two things: what the user is told, and that
-nothing already on disk was lost. Cases that need a finished run start from a
+One case per row of docs/reliability.md's fault matrix. Each case damages or
+disturbs a real run (real files, real mounts; real processes and signals where
+the subject is a process: `test_fault`; else in this process:
+`test_fault_in_process`) and asserts two things: what the user is told, and
+that nothing already on disk was lost. Cases that need a finished run start from a
 copy of one trained once per session (`finished_tiny_run`: `default:tiny`, 4
 steps, checkpoints at steps 2 and 4).
 """
@@ -64,32 +65,6 @@ def _mount_tmpfs(where, *options):
 # ----------------------------------------------------------------------------- cases
 
 
-def convert_into_training_workdir(run_copy, tmp_path):
-  torch = pytest.importorskip("torch")
-  from benchmarks import torch_alexnet  # pylint: disable=g-import-not-at-top
-  weights = tmp_path / "alexnet.pth"
-  torch.save(torch_alexnet.build("torchvision", 10).state_dict(), weights)
-  config_before = (run_copy / "config.json").read_bytes()
-  proc = _cli("alexnet_jax.convert", "--variant=torchvision", f"--torch_checkpoint={weights}",
-              f"--workdir={run_copy}", "--num_classes=10")
-  assert proc.returncode != 0
-  assert "already holds a run" in proc.stderr, proc.stderr[-2000:]
-  assert _steps(run_copy) == TRAINED_STEPS  # retention deleted nothing
-  assert (run_copy / "config.json").read_bytes() == config_before
-
-
-def torn_metrics_line(run_copy, tmp_path):
-  with open(run_copy / "metrics.jsonl", "a") as f:
-    f.write('{"step": 5, "train_lo')  # killed mid-write
-  proc = run_main(run_copy, "--config.num_train_steps=6")
-  assert proc.returncode == 0, proc.stderr[-3000:]
-  lines = (run_copy / "metrics.jsonl").read_text().splitlines()
-  records = [json.loads(line) for line in lines]  # every line parses
-  train = [r["step"] for r in records if "train_loss" in r]
-  assert train == [2, 4, 6]
-  assert _steps(run_copy)[-1] == 6
-
-
 def second_run_on_a_locked_workdir(run_copy, tmp_path):
   holder = subprocess.Popen(["sleep", "120"])
   try:
@@ -110,24 +85,6 @@ def second_run_on_a_locked_workdir(run_copy, tmp_path):
   assert proc.returncode == 0, proc.stderr[-3000:]
   assert "Taking over the lock" in proc.stderr
   assert not (run_copy / workdir_lib.LOCK_FILE).exists()
-
-
-def fewer_steps_on_a_finished_run(run_copy, tmp_path):
-  done_before = json.loads((run_copy / "done.json").read_text())
-  proc = run_main(run_copy, "--config.num_train_steps=2")
-  assert proc.returncode == 0, proc.stderr[-3000:]
-  assert "past num_train_steps=2" in proc.stderr
-  assert json.loads((run_copy / "done.json").read_text()) == done_before
-  assert done_before["metrics"]["eval_top1"] >= 0  # done.json keeps its metrics
-  assert _steps(run_copy) == TRAINED_STEPS
-
-
-def rerun_of_a_finished_run(run_copy, tmp_path):
-  proc = run_main(run_copy)
-  assert proc.returncode == 0, proc.stderr[-3000:]
-  assert "already finished at step 4: {" in proc.stderr, proc.stderr[-2000:]
-  assert "Compiled" not in proc.stderr and "Done at step" not in proc.stderr  # said once
-  assert _steps(run_copy) == TRAINED_STEPS
 
 
 def ctrl_c_saves_and_exits(run_copy, tmp_path):
@@ -152,60 +109,6 @@ def kill_then_resume_reads_as_one_run(run_copy, tmp_path):
   assert train == [1, 2, 3, 4, 5, 6]  # no step twice, none going backwards
   evals = [r["step"] for r in workdir_lib.read_metrics(workdir) if "eval_loss" in r]
   assert evals == sorted(set(evals))
-
-
-def zero_intervals(run_copy, tmp_path):
-  for key in ("log_every_steps", "checkpoint_every_steps"):
-    proc = run_main(tmp_path / key, f"--config.{key}=0")
-    assert proc.returncode != 0
-    assert f"{key}=0" in proc.stderr and ">= 1" in proc.stderr, proc.stderr[-2000:]
-    assert "Compiled" not in proc.stderr and "ZeroDivisionError" not in proc.stderr
-
-
-def read_only_checkpoints(run_copy, tmp_path):
-  workdir = tmp_path / "ro"
-  _mount_tmpfs(workdir / "checkpoints", "ro", "size=1m")
-  try:
-    proc = run_main(workdir)
-    assert proc.returncode != 0
-    assert "not writable (Read-only file system, errno 30)" in proc.stderr, proc.stderr[-2000:]
-    assert "Compiled" not in proc.stderr and "Free disk space" not in proc.stderr
-  finally:
-    subprocess.run(["umount", "-l", str(workdir / "checkpoints")], check=False)
-
-
-def no_room_for_one_checkpoint(run_copy, tmp_path):
-  workdir = tmp_path / "small"
-  _mount_tmpfs(workdir, "size=1m")
-  try:
-    proc = run_main(workdir)
-    assert proc.returncode != 0
-    assert "MiB free, but one checkpoint of this run needs about" in proc.stderr, \
-        proc.stderr[-2000:]
-    assert "Compiled" not in proc.stderr
-  finally:
-    subprocess.run(["umount", "-l", str(workdir)], check=False)
-
-
-def corrupt_config_json(run_copy, tmp_path):
-  (run_copy / "config.json").write_text('{"model": {"variant": "sm')
-  proc = run_main(run_copy, "--config.num_train_steps=6")
-  assert proc.returncode != 0
-  assert f"{run_copy / 'config.json'}" in proc.stderr and "Move the file aside" in proc.stderr
-  assert _steps(run_copy) == TRAINED_STEPS
-
-
-def damaged_newest_checkpoint_for_predict(run_copy, tmp_path):
-  params_dir = run_copy / "checkpoints" / "4" / "params"
-  largest = max((os.path.join(r, f) for r, _, fs in os.walk(params_dir) for f in fs),
-                key=os.path.getsize)
-  with open(largest, "r+b") as f:
-    f.truncate(os.path.getsize(largest) // 3)
-  image = next((FLOWERS / "val").glob("*/*.jpg"))
-  proc = _cli("alexnet_jax.predict", f"--workdir={run_copy}", str(image))
-  assert proc.returncode == 0, proc.stderr[-3000:]
-  assert "Using checkpoint step 2: the newer step(s) [4] are unreadable" in proc.stderr
-  assert os.path.getsize(largest) > 0  # the damaged step is left for a person to look at
 
 
 def peer_never_joins(run_copy, tmp_path):
@@ -247,11 +150,8 @@ def predict_batch_size_zero(run_copy, tmp_path):
   assert "--batch_size=0 must be >= 1" in proc.stderr and "Traceback" not in proc.stderr
 
 
-CASES = [convert_into_training_workdir, torn_metrics_line, second_run_on_a_locked_workdir,
-         fewer_steps_on_a_finished_run, rerun_of_a_finished_run,
-         ctrl_c_saves_and_exits, kill_then_resume_reads_as_one_run,
-         zero_intervals, read_only_checkpoints, no_room_for_one_checkpoint, corrupt_config_json,
-         damaged_newest_checkpoint_for_predict, peer_never_joins, busy_coordinator_port,
+CASES = [second_run_on_a_locked_workdir, ctrl_c_saves_and_exits,
+         kill_then_resume_reads_as_one_run, peer_never_joins, busy_coordinator_port,
          convert_random_bytes, predict_batch_size_zero]
 
 
@@ -259,3 +159,126 @@ CASES = [convert_into_training_workdir, torn_metrics_line, second_run_on_a_locke
 @pytest.mark.parametrize("case", CASES, ids=[c.__name__ for c in CASES])
 def test_fault(case, run_copy, tmp_path):
   case(run_copy, tmp_path)
+
+
+# ------------------------------------------------- cases whose subject is not a process
+# They call the library in this process: what a command would print is the first
+# line of the error raised here (cli and predict print exactly that).
+
+
+def _tiny(**overrides):
+  from alexnet_jax import config_lib  # pylint: disable=g-import-not-at-top
+  config = config_lib.load("default:tiny")
+  for key, value in overrides.items():
+    config[key] = value
+  return config
+
+
+def _train(workdir, **overrides):
+  from alexnet_jax import train  # pylint: disable=g-import-not-at-top
+  return train.train_and_evaluate(_tiny(**overrides), str(workdir))
+
+
+def _refused(workdir, match, **overrides):
+  """Training is refused with `match` in the message, before anything compiles."""
+  from alexnet_jax import checkpoint  # pylint: disable=g-import-not-at-top
+  with pytest.raises((ValueError, PermissionError, workdir_lib.WorkdirError,
+                      checkpoint.CheckpointError)) as error:
+    _train(workdir, **overrides)
+  assert match in str(error.value), str(error.value)
+
+
+def convert_into_training_workdir(run_copy, tmp_path, caplog):
+  from alexnet_jax import checkpoint, convert  # pylint: disable=g-import-not-at-top
+  config_before = (run_copy / "config.json").read_bytes()
+  with pytest.raises(checkpoint.CheckpointError, match="already holds a run"):
+    convert.save_pretrained(run_copy, _tiny(), {})
+  assert _steps(run_copy) == TRAINED_STEPS  # retention deleted nothing
+  assert (run_copy / "config.json").read_bytes() == config_before
+
+
+def torn_metrics_line(run_copy, tmp_path, caplog):
+  with open(run_copy / "metrics.jsonl", "a") as f:
+    f.write('{"step": 5, "train_lo')  # killed mid-write
+  _train(run_copy, num_train_steps=6)
+  lines = (run_copy / "metrics.jsonl").read_text().splitlines()
+  records = [json.loads(line) for line in lines]  # every line parses
+  train = [r["step"] for r in records if "train_loss" in r]
+  assert train == [2, 4, 6]
+  assert _steps(run_copy)[-1] == 6
+
+
+def fewer_steps_on_a_finished_run(run_copy, tmp_path, caplog):
+  done_before = json.loads((run_copy / "done.json").read_text())
+  assert _train(run_copy, num_train_steps=2)["already_finished"]
+  assert "past num_train_steps=2" in caplog.text
+  assert json.loads((run_copy / "done.json").read_text()) == done_before
+  assert done_before["metrics"]["eval_top1"] >= 0  # done.json keeps its metrics
+  assert _steps(run_copy) == TRAINED_STEPS
+
+
+def rerun_of_a_finished_run(run_copy, tmp_path, caplog):
+  assert _train(run_copy)["already_finished"]
+  assert "already finished at step 4: {" in caplog.text, caplog.text[-2000:]
+  assert "Compiled" not in caplog.text
+  assert _steps(run_copy) == TRAINED_STEPS
+
+
+def zero_intervals(run_copy, tmp_path, caplog):
+  for key in ("log_every_steps", "checkpoint_every_steps"):
+    _refused(tmp_path / key, f"config.{key}=0 is not allowed: it must be an integer >= 1",
+             **{key: 0})
+  assert "Compiled" not in caplog.text
+
+
+def read_only_checkpoints(run_copy, tmp_path, caplog):
+  workdir = tmp_path / "ro"
+  _mount_tmpfs(workdir / "checkpoints", "ro", "size=1m")
+  try:
+    _refused(workdir, "not writable (Read-only file system, errno 30)")
+    assert "Compiled" not in caplog.text
+  finally:
+    subprocess.run(["umount", "-l", str(workdir / "checkpoints")], check=False)
+
+
+def no_room_for_one_checkpoint(run_copy, tmp_path, caplog):
+  workdir = tmp_path / "small"
+  _mount_tmpfs(workdir, "size=1m")
+  try:
+    _refused(workdir, "MiB free, but one checkpoint of this run needs about")
+    assert "Compiled" not in caplog.text
+  finally:
+    subprocess.run(["umount", "-l", str(workdir)], check=False)
+
+
+def corrupt_config_json(run_copy, tmp_path, caplog):
+  (run_copy / "config.json").write_text('{"model": {"variant": "sm')
+  _refused(run_copy, f"{run_copy / 'config.json'}", num_train_steps=6)
+  _refused(run_copy, "Move the file aside", num_train_steps=6)
+  assert _steps(run_copy) == TRAINED_STEPS
+
+
+def damaged_newest_checkpoint_for_predict(run_copy, tmp_path, caplog):
+  from alexnet_jax import inference  # pylint: disable=g-import-not-at-top
+  params_dir = run_copy / "checkpoints" / "4" / "params"
+  largest = max((os.path.join(r, f) for r, _, fs in os.walk(params_dir) for f in fs),
+                key=os.path.getsize)
+  with open(largest, "r+b") as f:
+    f.truncate(os.path.getsize(largest) // 3)
+  predictor = inference.load(run_copy)
+  assert predictor.step == 2
+  assert predictor.predict([next((FLOWERS / "val").glob("*/*.jpg")).read_bytes()]).shape == (1, 10)
+  assert "Using checkpoint step 2: the newer step(s) [4] are unreadable" in caplog.text
+  assert os.path.getsize(largest) > 0  # the damaged step is left for a person to look at
+
+
+IN_PROCESS = [convert_into_training_workdir, torn_metrics_line, fewer_steps_on_a_finished_run,
+              rerun_of_a_finished_run, zero_intervals, read_only_checkpoints,
+              no_room_for_one_checkpoint, corrupt_config_json,
+              damaged_newest_checkpoint_for_predict]
+
+
+@pytest.mark.parametrize("case", IN_PROCESS, ids=[c.__name__ for c in IN_PROCESS])
+def test_fault_in_process(case, run_copy, tmp_path, caplog):
+  caplog.set_level("INFO")
+  case(run_copy, tmp_path, caplog)
