@@ -46,7 +46,7 @@ class UnreadableCheckpointError(RuntimeError):
 def absolute(path) -> epath.Path:
   """An absolute epath (local paths resolved against the current directory)."""
   path = epath.Path(path)
-  return path if "://" in os.fspath(path) else epath.Path(os.path.abspath(path))
+  return epath.Path(os.path.abspath(path)) if workdir_lib.is_local(path) else path
 
 
 def shape_differences(expected, stored) -> list[str]:

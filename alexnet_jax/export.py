@@ -149,7 +149,7 @@ def export_predictor(predictor, output: str, *, crops: int | None = None,
   exported = export.export(jax.jit(fn), platforms=platforms)(*args)
 
   output = epath.Path(output)
-  if "://" not in os.fspath(output):
+  if workdir_lib.is_local(output):
     output = epath.Path(os.path.abspath(output))
   output.parent.mkdir(parents=True, exist_ok=True)
   # Every file goes to a temporary name and is renamed: a killed export leaves

@@ -17,6 +17,7 @@ in the log and listed in dataset.json.
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import sys
@@ -33,17 +34,12 @@ _SOURCE_KEYS = ("dataset", "data_dir", "tfds_data_dir", "train_split", "eval_spl
 
 
 def _processed(config, store_split):
-  """fn(encoded or decoded image) -> uint8 [R, R, 3]: resized as stored."""
+  """fn(encoded or decoded image) -> uint8 [R, R, 3]: eval's resize and centre crop at R."""
   from alexnet_jax.data import augment  # pylint: disable=g-import-not-at-top
-  import tensorflow as tf  # pylint: disable=g-import-not-at-top
   size = int(config.resize_size)
   mode = config.eval_resize if store_split == "validation" else "shorter_side"
-
-  def fn(image):
-    image = augment.center_crop(augment.resized_for_eval(image, size, mode), size)
-    return tf.ensure_shape(image, [size, size, 3])
-
-  return fn
+  return functools.partial(augment.eval_crops, image_size=size, resize_size=size,
+                           eval_resize=mode)
 
 
 def _prepare_split(source, config, spec, store_split, output, progress, shard_size):
@@ -51,7 +47,7 @@ def _prepare_split(source, config, spec, store_split, output, progress, shard_si
   import numpy as np  # pylint: disable=g-import-not-at-top
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
   from tqdm import tqdm  # pylint: disable=g-import-not-at-top
-  from alexnet_jax.data import iterators  # pylint: disable=g-import-not-at-top
+  from alexnet_jax.data import sources  # pylint: disable=g-import-not-at-top
   state = progress["splits"].setdefault(store_split, {"shards": [], "consumed": 0,
                                                       "skipped": []})
   records = source.eval_records(spec, 0, 1)
@@ -66,7 +62,7 @@ def _prepare_split(source, config, spec, store_split, output, progress, shard_si
     return position, process(ex["image"]), tf.cast(ex["label"], tf.int32)
 
   ds = records.epoch(tf.constant(0, tf.int64)).skip(start).enumerate(start=start)
-  ds = ds.map(example, num_parallel_calls=iterators.available_cores(), deterministic=True)
+  ds = ds.map(example, num_parallel_calls=sources.available_cores(), deterministic=True)
   ds = ds.ignore_errors(log_warning=False).prefetch(64)
   images, labels, expected = [], [], start
 

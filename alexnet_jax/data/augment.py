@@ -204,11 +204,6 @@ def resize_shorter_side(image, size, *, antialias):
   return resize(image, shorter_side_size(shape[0], shape[1], size), antialias=antialias)
 
 
-def flip(image, seed):
-  """Mirrors left-right with probability 1/2, decided by `seed`."""
-  return tf.image.stateless_random_flip_left_right(image, seed)
-
-
 def _seeds(seed, n):
   """n independent [2]-seeds from one, one per random decision."""
   return tf.unstack(tf.random.experimental.stateless_split(seed, num=n))
@@ -279,41 +274,38 @@ def paper_train(image, seed, *, image_size=224, resize_size=256, pca_sigma=0.1,
   # Lighting is a per-channel offset, so it commutes with the flip; flipping
   # after the uint8 cast moves 4x fewer bytes.
   image = pca_lighting(per_format(image, crop), light_seed, pca_sigma)
-  return flip(image, flip_seed) if random_flip else image
+  return tf.image.stateless_random_flip_left_right(image, flip_seed) if random_flip else image
 
 
-def sample_crop_window(shape, seed, *, area_range=(0.08, 1.0),
-                       aspect_range=INCEPTION_ASPECT_RANGE, max_attempts=INCEPTION_ATTEMPTS):
+def sample_crop_window(shape, seed, *, area_range=(0.08, 1.0)):
   """Random [y, x, height, width] covering area_range of the image, as Inception.
 
-  Falls back to the whole image when no window fits in `max_attempts` tries
+  Falls back to the whole image when no window fits in INCEPTION_ATTEMPTS tries
   (TensorFlow's behaviour; torchvision takes a centre crop instead).
   """
   shape3 = tf.concat([tf.cast(shape, tf.int32), [3]], axis=0)
   begin, size, _ = tf.image.stateless_sample_distorted_bounding_box(
       shape3, bounding_boxes=tf.constant([[[0.0, 0.0, 1.0, 1.0]]]), seed=seed,
-      min_object_covered=0.0, aspect_ratio_range=tuple(aspect_range),
-      area_range=tuple(area_range), max_attempts=max_attempts,
+      min_object_covered=0.0, aspect_ratio_range=INCEPTION_ASPECT_RANGE,
+      area_range=tuple(area_range), max_attempts=INCEPTION_ATTEMPTS,
       use_image_if_no_bounding_boxes=True)
   return tf.stack([begin[0], begin[1], size[0], size[1]])
 
 
-def inception_train(image, seed, *, image_size=224, area_range=(0.08, 1.0),
-                    aspect_range=INCEPTION_ASPECT_RANGE, random_flip=True):
+def inception_train(image, seed, *, image_size=224, area_range=(0.08, 1.0), random_flip=True):
   """Random-resized crop + flip (torchvision's RandomResizedCrop) -> uint8 [S, S, 3]."""
   crop_seed, flip_seed = _seeds(seed, 2)
 
   def crop(image):
     shape = _jpeg_or_image_shape(image)
-    window = sample_crop_window(shape, crop_seed, area_range=area_range,
-                                aspect_range=aspect_range)
+    window = sample_crop_window(shape, crop_seed, area_range=area_range)
     image = _crop_window(image, shape, window, image_size)
     return resize(image, [image_size, image_size], antialias=False)
 
   # Bilinear weights are convex: values stay in 0..255, so rounding and a
   # plain cast suffice.
   image = tf.cast(per_format(image, crop) + 0.5, tf.uint8)
-  return flip(image, flip_seed) if random_flip else image
+  return tf.image.stateless_random_flip_left_right(image, flip_seed) if random_flip else image
 
 
 # ----------------------------------------------------------------------------

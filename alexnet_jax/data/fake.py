@@ -9,6 +9,8 @@ padded and masked like real data.
 
 from __future__ import annotations
 
+import collections.abc
+import itertools
 import math
 import zlib
 
@@ -19,23 +21,16 @@ from alexnet_jax.data import sources
 POOL = 4
 
 
-class _Pool:
+class _Pool(collections.abc.Iterator):
   """Infinite or finite iteration over the same few batch objects."""
 
   reusable_batches = True  # The same objects come back: copy each to the devices once.
 
   def __init__(self, batches, start=0, stop=None):
-    self._batches, self._next, self._stop = batches, start, stop
-
-  def __iter__(self):
-    return self
+    self._it = itertools.islice(itertools.cycle(batches), start, stop)
 
   def __next__(self):
-    if self._stop is not None and self._next >= self._stop:
-      raise StopIteration
-    batch = self._batches[self._next % len(self._batches)]
-    self._next += 1
-    return batch
+    return next(self._it)
 
 
 def _global_batch(seed, split, index, size, image_shape, num_classes):

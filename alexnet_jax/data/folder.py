@@ -24,6 +24,7 @@ import tensorflow as tf
 from etils import epath
 
 from alexnet_jax.data import sources
+from alexnet_jax.workdir import is_local
 
 # torchvision's IMG_EXTENSIONS plus .gif.
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".gif", ".bmp", ".webp", ".ppm", ".pgm", ".pbm",
@@ -39,10 +40,6 @@ def display(path: bytes | str) -> str:
   if isinstance(path, str):
     path = os.fsencode(path)
   return path.decode("utf-8", "backslashreplace")
-
-
-def _is_remote(path) -> bool:
-  return "://" in os.fspath(path)
 
 
 def _dir_id(path) -> tuple[int, int]:
@@ -71,7 +68,7 @@ def _walk(class_dir: str, visited: set):
   or split, or to a folder already listed is skipped with a warning instead
   of listing its images again under this class.
   """
-  if not _is_remote(class_dir):
+  if is_local(class_dir):
     top = _dir_id(class_dir)
     for dirpath, dirnames, filenames in os.walk(os.fsencode(class_dir), followlinks=True):
       here = _dir_id(dirpath)
@@ -94,7 +91,7 @@ def _walk(class_dir: str, visited: set):
 
 
 def _subfolders(folder) -> list[str]:
-  if _is_remote(folder):
+  if not is_local(folder):
     return sorted(p.name for p in epath.Path(folder).iterdir() if p.is_dir())
   return sorted(e.name for e in os.scandir(folder) if e.is_dir())
 
@@ -108,7 +105,7 @@ def _list(folder: str, signature) -> tuple[list[bytes], list[str]]:
   """
   del signature
   paths, classes, other, broken = [], [], [], []
-  visited = set() if _is_remote(folder) else _layout_ids(folder)
+  visited = _layout_ids(folder) if is_local(folder) else set()
   for class_name in _subfolders(folder):
     class_dir = os.path.join(folder, class_name)
     found = 0
@@ -120,7 +117,7 @@ def _list(folder: str, signature) -> tuple[list[bytes], list[str]]:
           continue
         if not lower.endswith(IMAGE_EXTENSIONS):
           other.append(path)
-        elif not _is_remote(folder) and not os.path.exists(path):
+        elif is_local(folder) and not os.path.exists(path):
           broken.append(path)
         else:
           paths.append(path)
@@ -214,7 +211,7 @@ class FolderSource(sources.Source):
     """(paths as bytes, labels) of a possibly sliced split."""
     name, start, stop = sources.parse_split(split)
     folder = self._folder(name)
-    signature = None if _is_remote(folder) else (os.stat(folder).st_mtime_ns,) + tuple(
+    signature = None if not is_local(folder) else (os.stat(folder).st_mtime_ns,) + tuple(
         (e.name, e.stat().st_mtime_ns) for e in os.scandir(folder) if e.is_dir())
     paths, classes = _list(folder, signature)
     unknown = sorted(set(classes) - set(self._label_of))
@@ -251,7 +248,7 @@ class FolderSource(sources.Source):
     paths, labels = self.files(split)
     paths, labels = paths[process_index::process_count], labels[process_index::process_count]
     paths_t, labels_t = tf.constant(list(paths), tf.string), tf.constant(labels)
-    remote = _is_remote(self.root)
+    remote = not is_local(self.root)
 
     def load(index):
       if remote:  # Through etils.epath: TF's own GCS client reaches only Google.

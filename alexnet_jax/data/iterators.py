@@ -11,7 +11,6 @@ from __future__ import annotations
 import math
 
 from alexnet_jax.data import sources
-from alexnet_jax.data.sources import available_cores  # noqa: F401  (prepare.py)
 
 
 def processes(process_index, process_count) -> tuple[int, int]:

@@ -18,10 +18,11 @@ Three promises, each tested:
 
 from __future__ import annotations
 
+import collections.abc
 import dataclasses
 import logging
 import math
-from typing import Callable, Iterator, Optional
+from typing import Callable, Optional
 
 import numpy as np
 import tensorflow as tf
@@ -35,12 +36,6 @@ runtime.hide_accelerators_from_tensorflow()
 
 # Eval passes this small (preprocessed crops) are kept in memory after the first.
 EVAL_CACHE_BYTES = 512 << 20
-
-
-def _splits(config, source):
-  """(train split, eval split) with config.eval_split resolved when unset."""
-  train, evaluation, _ = sources.resolve_splits(config, source)
-  return train, evaluation
 
 
 def _options(ds):
@@ -63,7 +58,7 @@ def create_train_iterator(config, source, *, start_step, process_index,
   Resuming at start_step=k skips the k * b records before it undecoded.
   """
   local_batch = config.batch_size // process_count
-  train_split, _ = _splits(config, source)
+  train_split = sources.resolve_splits(config, source)[0]
   global_batch, seed = config.batch_size, int(config.seed)
   records = cache.decoded_records(source, train_split, seed=seed, setting=config.cache_train,
                               cores=sources.available_cores()) or source.train_records(
@@ -128,7 +123,7 @@ _EVAL_PIPELINES: dict = {}
 def _eval_pipeline(config, process_index, process_count, local_batch):
   """(tf.data pipeline, real examples, replay) of one process's eval pass."""
   source = sources.create(config)
-  eval_split = _splits(config, source)[1]
+  eval_split = sources.resolve_splits(config, source)[1]
   records = source.eval_records(eval_split, process_index, process_count)
   num_batches = math.ceil(source.split_size(eval_split) / config.eval_batch_size)
   total = num_batches * local_batch
@@ -188,7 +183,7 @@ class _Replay:
     return f"position {position}"
 
 
-class BatchIterator:
+class BatchIterator(collections.abc.Iterator):
   """Numpy batches from a tf.data pipeline, with corrupt-file bookkeeping.
 
   A file that cannot be decoded either stops the iterator with a ValueError
@@ -207,9 +202,6 @@ class BatchIterator:
     self._num_real = num_real  # Eval: how many real examples the pass holds.
     self.num_skipped = 0
     self.skipped: list[str] = []  # Names of the examples skipped (each once).
-
-  def __iter__(self) -> Iterator[dict]:
-    return self
 
   def __next__(self) -> dict:
     try:

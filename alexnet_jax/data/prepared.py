@@ -23,26 +23,26 @@ several times cheaper per image than ArrayRecord or decoding small JPEGs
 
 from __future__ import annotations
 
-import collections
+import collections.abc
 import concurrent.futures
 import dataclasses
+import functools
 import hashlib
 import json
 import math
 import os
 import sys
 import threading
-from typing import Iterator
 
 import numpy as np
 from etils import epath
 
 from alexnet_jax.data import sources
+from alexnet_jax.workdir import is_local
 
 FORMAT = "alexnet_jax.prepared"
 VERSION = 1
 MANIFEST = "dataset.json"
-SPLITS = ("train", "validation")
 
 
 class NotPreparedError(FileNotFoundError):
@@ -80,7 +80,7 @@ def _inside(root, name) -> epath.Path:
   name = str(name)
   path = epath.Path(root) / name
   escapes = os.path.isabs(name) or "://" in name or ".." in name.split("/")
-  if not escapes and "://" not in os.fspath(root):  # Symlinks too, where they can be resolved.
+  if not escapes and is_local(root):  # Symlinks too, where they can be resolved.
     real_root = os.path.realpath(root)
     escapes = os.path.commonpath([real_root, os.path.realpath(path)]) != real_root
   if escapes:
@@ -154,7 +154,7 @@ class _Reader:
                              f"the manifest says {self.num_examples}; rerun prepare.")
     self.labels = np.concatenate([s.labels for s in self.shards]).astype(np.int32)
     self._starts = np.array([s.start for s in self.shards])
-    self.remote = "://" in os.fspath(root)
+    self.remote = not is_local(root)
     self._fds, self._files = {}, threading.local()
 
   def _file(self, s):
@@ -202,7 +202,7 @@ class _Reader:
         raise OSError(f"{self.shards[shard_of[a]].images} is truncated; rerun prepare.")
 
 
-class _Batches:
+class _Batches(collections.abc.Iterator):
   """Batches read by `workers` threads (0: one per core, at most 8), `depth` batches ahead.
 
   `indices(t)` gives batch t's example indices and any extra arrays (the eval mask); it
@@ -250,9 +250,6 @@ class _Batches:
                                                0).astype(np.int32)}
     batch.update(extra)
     self._pending.append((batch, reads))
-
-  def __iter__(self) -> Iterator[dict]:
-    return self
 
   def __next__(self) -> dict:
     if not self._pending:
@@ -315,15 +312,9 @@ class PreparedSource(sources.Source):
     if n < global_batch:
       raise ValueError(f"{self.name} has {n} training examples, fewer than one global batch "
                        f"(config.batch_size={global_batch}).")
-    orders = {}
-
+    @functools.lru_cache(maxsize=2)  # The current epoch and the next.
     def epoch_order(epoch):
-      if epoch not in orders:
-        if len(orders) > 1:
-          orders.pop(min(orders))  # Keep the current epoch and the next.
-        orders[epoch] = np.random.default_rng(
-            [seed, sources.SHUFFLE_TAG, epoch]).permutation(n)
-      return orders[epoch]
+      return np.random.default_rng([seed, sources.SHUFFLE_TAG, epoch]).permutation(n)
 
     def indices(t):
       positions = t * global_batch + process_index * local + np.arange(local)

@@ -77,17 +77,11 @@ def _build_lock(builder):
     yield
 
 
-class _NotBuiltYetFilter(logging.Filter):
-  """Drops TFDS's "Variant folder ... has no dataset_info.json": before a first
-  build, that is the expected state of the folder being built, not a problem."""
-
-  def filter(self, record):
-    return not record.getMessage().startswith("Variant folder")
-
-
 @contextlib.contextmanager
 def _quiet_before_first_build():
-  quiet = _NotBuiltYetFilter()
+  """Drops TFDS's "Variant folder ... has no dataset_info.json": before a first
+  build, that is the expected state of the folder being built, not a problem."""
+  quiet = lambda record: not record.getMessage().startswith("Variant folder")  # noqa: E731
   logging.getLogger("absl").addFilter(quiet)
   try:
     yield
