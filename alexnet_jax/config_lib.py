@@ -506,14 +506,20 @@ def call_with_arg(fn, arg):
   return fn()
 
 
-def load(spec: str) -> ml_collections.ConfigDict:
-  """`get_config(arg)` (or `get_config()`) of a config given as `NAME_OR_PATH[:ARG]`."""
-  path, _, arg = spec.partition(":")
-  path = resolve_path(path)
+def load_module(path: str, *functions: str):
+  """The config (or sweep) file at `path`, run as a module that defines `functions`."""
   module_spec = importlib.util.spec_from_file_location(
       "alexnet_jax_config_" + pathlib.Path(path).stem, path)
   module = importlib.util.module_from_spec(module_spec)
   module_spec.loader.exec_module(module)
-  if not callable(getattr(module, "get_config", None)):
-    raise ValueError(f"Config file {path} defines no get_config() function.")
-  return call_with_arg(module.get_config, arg)
+  for fn in functions:
+    if not callable(getattr(module, fn, None)):
+      raise ValueError(f"{path} defines no {fn}() function (a config file needs get_config; "
+                       "a sweep file get_config and get_sweep).")
+  return module
+
+
+def load(spec: str) -> ml_collections.ConfigDict:
+  """`get_config(arg)` (or `get_config()`) of a config given as `NAME_OR_PATH[:ARG]`."""
+  path, _, arg = spec.partition(":")
+  return call_with_arg(load_module(resolve_path(path), "get_config").get_config, arg)

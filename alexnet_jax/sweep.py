@@ -1,41 +1,17 @@
 """Config sweeps: grids of training runs, run here, in parallel, or as a SLURM job array.
 
-A sweep file is a config file with one more function. `get_config(arg=None)`
-returns the base config and `get_sweep(arg=None)` the grid, a list of
-override dicts with dotted keys:
-
-    from alexnet_jax import config_lib, sweep
-
-    def get_config(arg=None):
-      return config_lib.load("quickstart")
+A sweep file is a config file with one more function: `get_config(arg=None)`
+returns the base config and `get_sweep(arg=None)` the grid, a list of override
+dicts with dotted keys:
 
     def get_sweep(arg=None):
       return sweep.product(sweep.axis("model.activation", ["relu", "tanh"]),
                            sweep.axis("model.lrn", [True, False]))
 
-The sweep file is itself the `--config` of every point, and a point is the
-plain training command
-
-    python -m alexnet_jax --config=SWEEP[:ARG] --workdir=DIR/NAME --config.KEY=VALUE ...
-
-where NAME spells out the overrides (`model.activation=tanh,model.lrn=False`,
-or `baseline`). Nothing else describes a point, so `--print_commands` prints
-exactly what the launchers run (from the repository root, or from anywhere
-once the package is installed; the launchers put the code they were started
-from on the points' PYTHONPATH), and training's own resume makes every rerun
-safe.
-
-    python -m alexnet_jax.sweep --sweep=SWEEP[:ARG] --workdir=DIR
-        [--launcher=local|slurm] [--parallel=N [--pin_cpu_cores]] [--only=NAME ...]
-        [--slurm.partition=P --slurm.gpus_per_task=G ...] [--print_commands]
-        [--config.KEY=VALUE ...]
-    python -m alexnet_jax.sweep report --workdir=DIR [--target_train_top1=0.75]
-
-SWEEP is a shipped sweep's name (`sweeps/paper_ablations`) or a path. Trailing
-`--config.KEY=VALUE` flags go to every point and are not part of point names.
-Finished points are skipped, interrupted ones resume, a failing point does not
-stop the others. Each point directory gets `sweep_point.json` (status,
-command, attempts, wall time) and `sweep.log` (the run's output).
+A point is the plain training command `Sweep.command` (`--print_commands`
+prints it) in DIR/NAME, NAME spelling out its overrides (`point_name`).
+Running, skipping, resuming: README.md "Sweeps and the paper's claims" and
+`python -m alexnet_jax.sweep --help`.
 
 This module imports neither JAX nor TensorFlow: sweep files import it while
 training loads them.
@@ -45,7 +21,6 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
-import importlib.util
 import itertools
 import os
 import re
@@ -176,26 +151,11 @@ class Sweep:
   arg: str | None
   points: list[Point]
 
-  @property
-  def config_spec(self) -> str:
-    return self.path + (f":{self.arg}" if self.arg is not None else "")
-
   def command(self, point: Point, workdir, extra: Sequence[str] = (), python="python"):
     """The training command of one point, as an argv list (runs from any directory)."""
-    return [python, "-m", "alexnet_jax", f"--config={self.config_spec}",
+    spec = self.path + (f":{self.arg}" if self.arg is not None else "")
+    return [python, "-m", "alexnet_jax", f"--config={spec}",
             f"--workdir={workdir_lib.path(workdir) / point.name}", *point.flags(), *extra]
-
-
-def load_module(path: str):
-  name = "_alexnet_jax_sweep_" + re.sub(r"\W", "_", path)
-  module_spec = importlib.util.spec_from_file_location(name, path)
-  module = importlib.util.module_from_spec(module_spec)
-  module_spec.loader.exec_module(module)
-  for fn in ("get_config", "get_sweep"):
-    if not callable(getattr(module, fn, None)):
-      raise ValueError(f"Sweep file {path} has no {fn}(arg=None) function; a sweep file needs "
-                       "get_config (the base config) and get_sweep (a list of override dicts).")
-  return module
 
 
 def load(spec: str) -> Sweep:
@@ -208,7 +168,7 @@ def load(spec: str) -> Sweep:
   name, sep, arg = spec.partition(":")
   path = config_lib.resolve_path(name)
   arg = arg if sep else None
-  module = load_module(path)
+  module = config_lib.load_module(path, "get_config", "get_sweep")
   grid = config_lib.call_with_arg(module.get_sweep, arg)
   if not isinstance(grid, (list, tuple)) or not all(isinstance(p, Mapping) for p in grid):
     raise ValueError(f"get_sweep() in {path} must return a list of dicts, got "

@@ -81,19 +81,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     sweep_lib.write_sweep_file(args.workdir, sweep, args.sweep, extra)
     return sweep_launch.submit_slurm(sweep, points, args.workdir, slurm)
   workdir_lib.path(args.workdir).mkdir(parents=True, exist_ok=True)
-  lock = workdir_lib.Lock(args.workdir, command=f"sweep {args.sweep}")
-  try:
-    lock.acquire()  # A second sweep on this workdir would fail every point it shares.
-  except workdir_lib.WorkdirError as e:
+  try:  # The lock: a second sweep on this workdir would fail every point it shares.
+    with workdir_lib.Lock(args.workdir, command=f"sweep {args.sweep}"):
+      sweep_lib.write_sweep_file(args.workdir, sweep, args.sweep, extra)
+      code = sweep_launch.run_local(sweep, points, args.workdir, extra, parallel=args.parallel,
+                                    pin_cpu_cores=args.pin_cpu_cores)
+  except (workdir_lib.WorkdirError, ValueError) as e:  # locked; --parallel beyond the devices
     raise SystemExit(f"error: {e}") from None
-  try:
-    sweep_lib.write_sweep_file(args.workdir, sweep, args.sweep, extra)
-    code = sweep_launch.run_local(sweep, points, args.workdir, extra, parallel=args.parallel,
-                                  pin_cpu_cores=args.pin_cpu_cores)
-  except ValueError as e:  # --parallel beyond the devices
-    raise SystemExit(f"error: {e}") from None
-  finally:
-    lock.release()
   if not args.no_report and code < 128:
     try:
       print(f"[sweep] report: {sweep_report.write_report(args.workdir, target_train_top1=args.target_train_top1)}")

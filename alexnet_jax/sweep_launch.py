@@ -1,21 +1,17 @@
 """Launching a sweep's points: here (one or N at a time), or as a SLURM job array.
 
-Every launcher runs the same unit, `run_one`: the point's training command,
-with its state (`sweep_point.json`: status, command, attempts, wall time)
-written before and after, and its output appended to the point's
-`sweep.log`. Local runs with `--parallel=N` give each running point its own
-share of the machine's accelerators: its GPUs (CUDA_VISIBLE_DEVICES) or TPU
-chips (TPU_VISIBLE_CHIPS). On a CPU the points share the cores by default:
-XLA:CPU splits its sums by thread count, so a point pinned to fewer cores
-would not reproduce a sequential run's numbers (`--pin_cpu_cores` pins anyway,
-through the process's affinity). On SLURM each
-array task runs `python -m alexnet_jax.sweep run-point`, which calls the same
-`run_one`.
+Every launcher runs the same unit, `run_one`: the point's training command, its
+state written to `sweep_point.json` before and after, its output appended to
+`sweep.log`. How `--parallel` shares devices and how SLURM array tasks resume:
+docs/design.md, "Sweeps on a CPU share the cores" and "Sweeps on SLURM".
 """
 
 from __future__ import annotations
 
+import contextlib
+from concurrent import futures
 import os
+import queue
 import shlex
 import signal
 import subprocess
@@ -23,6 +19,7 @@ import sys
 import tempfile
 import threading
 import time
+import traceback
 from typing import Sequence
 
 from alexnet_jax import sweep as sweep_lib
@@ -36,11 +33,7 @@ def code_root() -> str:
 
 
 def child_env(env=None) -> dict:
-  """The environment of a point's process: this code first on PYTHONPATH.
-
-  A point must run the code that launched it, from whatever directory, whether
-  or not the package is installed.
-  """
+  """A point's environment: the launching code first on PYTHONPATH (installed or not)."""
   env = dict(os.environ if env is None else env)
   parts = [code_root()] + [p for p in env.get("PYTHONPATH", "").split(os.pathsep) if p]
   env["PYTHONPATH"] = os.pathsep.join(dict.fromkeys(parts))
@@ -84,13 +77,11 @@ class _Log:
     if self.local:
       self.path = os.fspath(self.target)
     else:
-      fd, self.path = tempfile.mkstemp(prefix="alexnet_jax_sweep_", suffix=".log")
-      os.close(fd)
-      try:
-        with open(self.path, "w") as f:
+      with tempfile.NamedTemporaryFile("w", prefix="alexnet_jax_sweep_", suffix=".log",
+                                       delete=False) as f:
+        self.path = f.name
+        if self.target.exists():
           f.write(self.target.read_text())
-      except FileNotFoundError:
-        pass
 
   def open(self):
     return open(self.path, "a")
@@ -119,8 +110,8 @@ def _dies_with_parent(preexec_fn=None):
   return setup
 
 
-def run_one(sweep, point, workdir, extra: Sequence[str], *, python=sys.executable, env=None,
-            preexec_fn=None, interrupts: _Interrupts | None = None, log=None) -> int:
+def run_one(sweep, point, workdir, extra: Sequence[str], *, env=None, preexec_fn=None,
+            interrupts: _Interrupts | None = None, log=None) -> int:
   """Trains one point (resuming it if it ran before) and records the outcome.
 
   Returns the training process's exit code; the point's status becomes
@@ -128,7 +119,7 @@ def run_one(sweep, point, workdir, extra: Sequence[str], *, python=sys.executabl
   """
   point_dir = workdir_lib.path(workdir) / point.name
   point_dir.mkdir(parents=True, exist_ok=True)
-  argv = sweep.command(point, workdir, extra, python=python)
+  argv = sweep.command(point, workdir, extra, python=sys.executable)
   state = sweep_lib.read_point_state(point_dir)
   state.update(name=point.name, overrides=point.overrides, command=argv[1:], status="running",
                attempts=state.get("attempts", 0) + 1, host=os.uname().nodename,
@@ -136,30 +127,18 @@ def run_one(sweep, point, workdir, extra: Sequence[str], *, python=sys.executabl
   state.setdefault("wall_time_sec", 0.0)
   state["started"] = time.time()
   sweep_lib.write_point_state(point_dir, state)
-  own = interrupts is None
-  interrupts = interrupts or _Interrupts()
   point_log = _Log(point_dir)
   start = time.time()
-  with point_log.open() as out:
+  # The local launcher passes the handlers it installed; a lone point installs its own.
+  signals = _Interrupts() if interrupts is None else contextlib.nullcontext(interrupts)
+  with point_log.open() as out, signals as interrupts:
     out.write(f"\n===== {time.strftime('%Y-%m-%d %H:%M:%S')} {shlex.join(argv)}\n")
     out.flush()
-    env = child_env(env)
-    if own:
-      interrupts.__enter__()
-    try:
-      child = subprocess.Popen(argv, env=env, stdout=out, stderr=subprocess.STDOUT,
-                               preexec_fn=_dies_with_parent(preexec_fn))
-      interrupts.children.add(child)
-      while True:
-        try:
-          returncode = child.wait()
-          break
-        except KeyboardInterrupt:  # Ctrl-C reached us first: the child gets SIGTERM.
-          interrupts._handle(signal.SIGINT, None)  # pylint: disable=protected-access
-      interrupts.children.discard(child)
-    finally:
-      if own:
-        interrupts.__exit__(None, None, None)
+    child = subprocess.Popen(argv, env=child_env(env), stdout=out, stderr=subprocess.STDOUT,
+                             preexec_fn=_dies_with_parent(preexec_fn))
+    interrupts.children.add(child)
+    returncode = child.wait()
+    interrupts.children.discard(child)
   point_log.publish()
   state["ended"] = time.time()
   state["wall_time_sec"] += state["ended"] - start
@@ -176,13 +155,8 @@ def run_one(sweep, point, workdir, extra: Sequence[str], *, python=sys.executabl
   return returncode
 
 
-def run_point(workdir, name: str, *, python: str = sys.executable, log=None) -> int:
-  """Runs one point of the sweep in `workdir` (written by a launcher) and records it.
-
-  What a SLURM array task runs (`python -m alexnet_jax.sweep run-point`), and
-  the unit of the local launcher: updates sweep_point.json around the run and
-  appends the run's output to the point's sweep.log.
-  """
+def run_point(workdir, name: str) -> int:
+  """`run_one` for the point `name` of the sweep.json in `workdir` (a SLURM array task)."""
   spec = sweep_lib.read_sweep_file(workdir)
   if not spec:
     raise FileNotFoundError(f"{workdir} has no {sweep_lib.SWEEP_FILE}: run the sweep command "
@@ -192,7 +166,7 @@ def run_point(workdir, name: str, *, python: str = sys.executable, log=None) -> 
   point = next((p for p in sweep.points if p.name == name), None)
   if point is None:
     raise ValueError(f"{name!r} is not a point of {workdir} ({[p.name for p in sweep.points]}).")
-  return run_one(sweep, point, workdir, spec["extra_flags"], python=python, log=log)
+  return run_one(sweep, point, workdir, spec["extra_flags"])
 
 
 # ----------------------------------------------------------------------------
@@ -218,11 +192,11 @@ def device_groups(parallel: int, pin_cpu_cores: bool = False) -> tuple[str, list
               if line.startswith("GPU ")]
     except (OSError, subprocess.SubprocessError):
       pass
+  chips = [name for name in os.listdir("/dev") if name.startswith("accel")]
   if gpus:
     kind, devices = "gpu", gpus
-  elif any(name.startswith("accel") for name in os.listdir("/dev")):
-    kind, devices = "tpu", [str(i) for i in range(len(
-        [n for n in os.listdir("/dev") if n.startswith("accel")]))]
+  elif chips:
+    kind, devices = "tpu", [str(i) for i in range(len(chips))]
   else:
     kind, devices = "cpu", sorted(os.sched_getaffinity(0))
   if kind == "cpu" and not pin_cpu_cores:
@@ -251,21 +225,20 @@ def _progress(point_dir) -> str:
   return f"step {steps[-1]}" if steps else "starting"
 
 
-def run_local(sweep, points, workdir, extra, *, parallel: int = 1, pin_cpu_cores: bool = False,
-              out=None) -> int:
+def run_local(sweep, points, workdir, extra, *, parallel: int = 1,
+              pin_cpu_cores: bool = False) -> int:
   """Trains the points, `parallel` at a time; returns 0, 1 (some failed) or 128+signal."""
-  out = out or sys.stdout
+  root = workdir_lib.path(workdir)
   lock = threading.Lock()
 
-  def say(msg):
+  def say(msg, *lines):
     with lock:
-      print(f"[sweep] {msg}", file=out, flush=True)
+      print(f"[sweep] {msg}", *(f"    {line}" for line in lines), sep="\n", flush=True)
 
   todo, skipped = [], []
   for point in points:
-    point_dir = workdir_lib.path(workdir) / point.name
-    state = sweep_lib.read_point_state(point_dir)
-    if sweep_lib.run_finished(point_dir) and state.get("command") == sweep.command(
+    state = sweep_lib.read_point_state(root / point.name)
+    if sweep_lib.run_finished(root / point.name) and state.get("command") == sweep.command(
         point, workdir, extra)[1:]:
       say(f"{point.name}: finished already, skipping.")
       skipped.append(point.name)
@@ -280,10 +253,10 @@ def run_local(sweep, points, workdir, extra, *, parallel: int = 1, pin_cpu_cores
     say(f"{len(todo)} point(s), {parallel} at a time, each on {len(groups[0])} {kind} "
         f"device(s): {', '.join('[' + ','.join(map(str, g)) + ']' for g in groups)}")
   failed, finished = [], []
-  free = list(range(len(groups)))
   running: dict[str, int] = {}
-  threads = []
-  done_event = threading.Condition(lock)
+  free = queue.SimpleQueue()  # slot indices; the pool runs at most len(groups) points at once
+  for slot in range(len(groups)):
+    free.put(slot)
 
   def report(point, state, point_log):
     status = state["status"]
@@ -294,62 +267,43 @@ def run_local(sweep, points, workdir, extra, *, parallel: int = 1, pin_cpu_cores
       failed.append(point.name)
       why = f"exit code {state['returncode']}" + (
           "" if state["returncode"] else f", without finishing (no {workdir_lib.DONE_FILE})")
-      with lock:
-        print(f"[sweep] {point.name}: FAILED ({why}); last lines of {point_log.target}:",
-              file=out, flush=True)
-        for line in point_log.tail(15):
-          print(f"    {line}", file=out)
+      say(f"{point.name}: FAILED ({why}); last lines of {point_log.target}:",
+          *point_log.tail(15))
     else:
       say(f"{point.name}: interrupted; rerun the same command to resume it.")
 
-  def work(point, slot):
+  def work(index, point):
+    if interrupts.signum is not None:
+      return
+    slot = free.get()
+    running[point.name] = slot
+    say(f"({index + 1}/{len(todo)}) {point.name}: "
+        f"{'resuming' if (root / point.name).exists() else 'starting'}")
     env, preexec = ({}, None) if groups[slot] is None else _slot_settings(kind, groups[slot])
     try:
       run_one(sweep, point, workdir, extra, env=dict(os.environ, **env), preexec_fn=preexec,
               interrupts=interrupts, log=report)
     finally:
-      with done_event:
-        running.pop(point.name, None)
-        free.append(slot)
-        done_event.notify_all()
+      running.pop(point.name, None)
+      free.put(slot)
 
-  last_progress = time.time()
-  with _Interrupts() as interrupts:
-    for index, point in enumerate(todo):
-      with done_event:
-        while not free and interrupts.signum is None:
-          done_event.wait(timeout=5)
-          if time.time() - last_progress > 30 and running:
-            last_progress = time.time()
-            print("[sweep] running: " + ", ".join(
-                f"{name} ({_progress(workdir_lib.path(workdir) / name)})" for name in running)
-                  + f"; {len(finished)} finished, {len(failed)} failed, "
-                  f"{len(todo) - index} to start", file=out, flush=True)
-        if interrupts.signum is not None:
-          break
-        slot = free.pop(0)
-        running[point.name] = slot
-      say(f"({index + 1}/{len(todo)}) {point.name}: "
-          f"{'resuming' if (workdir_lib.path(workdir) / point.name).exists() else 'starting'}")
-      thread = threading.Thread(target=work, args=(point, slot), daemon=True)
-      thread.start()
-      threads.append(thread)
-    for thread in threads:
-      while thread.is_alive():
-        thread.join(timeout=5)
-        if time.time() - last_progress > 30 and running:
-          last_progress = time.time()
-          say("running: " + ", ".join(
-              f"{name} ({_progress(workdir_lib.path(workdir) / name)})" for name in running))
+  with _Interrupts() as interrupts, futures.ThreadPoolExecutor(len(groups)) as pool:
+    pending = [pool.submit(work, index, point) for index, point in enumerate(todo)]
+    while pending:
+      done, pending = futures.wait(pending, timeout=30)
+      for error in filter(None, (future.exception() for future in done)):
+        traceback.print_exception(error)  # the launcher's own error, as a thread would print it
+      if running and not done:
+        say("running: " + ", ".join(f"{name} ({_progress(root / name)})" for name in list(running))
+            + f"; {len(finished)} finished, {len(failed)} failed, "
+            f"{len(pending) - len(running)} to start")
   if interrupts.signum is not None:
     say(f"stopped by signal {interrupts.signum}; rerun the same command to go on.")
     return 128 + interrupts.signum
   say(f"done: {len(finished)} finished, {len(skipped)} skipped (finished before), "
       f"{len(failed)} failed.")
   if failed:
-    say("failed points (see their sweep.log; rerun to retry):")
-    for name in failed:
-      print(f"    {name}", file=out)
+    say("failed points (see their sweep.log; rerun to retry):", *failed)
     return 1
   return 0
 
@@ -369,7 +323,7 @@ def _queued_jobs() -> set[str] | None:
   return set(listing.stdout.split()) if listing.returncode == 0 else None
 
 
-def submit_slurm(sweep, points, workdir, options: dict, *, out=None) -> int:
+def submit_slurm(sweep, points, workdir, options: dict) -> int:
   """Submits the unfinished points as one `sbatch --array` job; returns 0.
 
   Points already finished are skipped; points whose task SLURM still holds
@@ -377,22 +331,21 @@ def submit_slurm(sweep, points, workdir, options: dict, *, out=None) -> int:
   `options` become `#SBATCH --KEY=VALUE` lines (underscores as dashes:
   gpus_per_task -> --gpus-per-task).
   """
-  out = out or sys.stdout
   queued = _queued_jobs()
   names = []
   for point in points:
     point_dir = workdir_lib.path(workdir) / point.name
     state = sweep_lib.read_point_state(point_dir)
     if sweep_lib.run_finished(point_dir):
-      print(f"[sweep] {point.name}: finished already, skipping.", file=out)
+      print(f"[sweep] {point.name}: finished already, skipping.")
       continue
     if state.get("slurm_task") and queued is not None and state["slurm_task"] in queued:
       print(f"[sweep] {point.name}: still queued or running as {state['slurm_task']}, "
-            "leaving it.", file=out)
+            "leaving it.")
       continue
     names.append(point.name)
   if not names:
-    print("[sweep] nothing to submit.", file=out)
+    print("[sweep] nothing to submit.")
     return 0
   root = workdir_lib.path(workdir)
   slurm_dir = root / "slurm" if workdir_lib.is_local(root) else workdir_lib.path(
@@ -424,6 +377,5 @@ def submit_slurm(sweep, points, workdir, options: dict, *, out=None) -> int:
     state.update(name=name, status="queued", slurm_task=f"{job}_{index}")
     sweep_lib.write_point_state(point_dir, state)
   print(f"[sweep] submitted {len(names)} point(s) as SLURM job array {job} ({script_path}); "
-        f"`python -m alexnet_jax.sweep report --workdir={root}` shows their progress.",
-        file=out)
+        f"`python -m alexnet_jax.sweep report --workdir={root}` shows their progress.")
   return 0

@@ -1,18 +1,16 @@
-"""A sweep's report: final and best eval accuracy, time to a training-accuracy target,
-wall time and status of every point, with loss/error/accuracy plots.
+"""A sweep's report (`write_report`): a row per point, plots, and a verdict per paper claim.
 
-Works while points still run (they show as running or queued) and on points
-run from printed commands (judged by their own files). Reads only the points'
-files (metrics.jsonl, done.json, sweep_point.json), so it runs anywhere
-matplotlib does, on local or cloud workdirs.
+It reads only the points' files, so it works while points still run and on
+points run from printed commands.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import io
+import json
 import re
 
+from alexnet_jax import config_lib
 from alexnet_jax import sweep as sweep_lib
 from alexnet_jax import workdir as workdir_lib
 
@@ -42,12 +40,6 @@ def summarize_point(point_dir, *, target_train_top1: float = 0.75) -> PointResul
   state = sweep_lib.read_point_state(point_dir)
   evals = [r for r in records if "eval_top1" in r]
   final = max(reversed(evals), key=lambda r: r["step"]) if evals else {}
-  wall = state.get("wall_time_sec")
-  target_step = None
-  for r in sorted((r for r in records if "train_top1" in r), key=lambda r: r["step"]):
-    if r["train_top1"] >= target_train_top1:
-      target_step = int(r["step"])
-      break
   status = state.get("status") or ("complete" if sweep_lib.run_finished(point_dir) else
                                    "incomplete" if records else "no metrics")
   return PointResult(
@@ -58,8 +50,8 @@ def summarize_point(point_dir, *, target_train_top1: float = 0.75) -> PointResul
       final_top5=final.get("eval_top5"),
       best_top1=max((r["eval_top1"] for r in evals), default=None),
       best_top5=max((r["eval_top5"] for r in evals if "eval_top5" in r), default=None),
-      wall_time_sec=wall,
-      target_step=target_step,
+      wall_time_sec=state.get("wall_time_sec"),
+      target_step=_first_step_reaching(records, target_train_top1),
       records=records)
 
 
@@ -88,12 +80,16 @@ def _epochs(point_dir, step):
   return step / int(found.group(1))
 
 
+def _first_step_reaching(records, train_top1):
+  """The first step whose logged train top-1 reached `train_top1`, or None."""
+  return next((int(r["step"]) for r in sorted(records, key=lambda r: r["step"])
+               if r.get("train_top1", -1) >= train_top1), None)
+
+
 def _epochs_to_train_top1(point_dir, res: PointResult, claim):
   """(epochs until a logged train top-1 >= threshold, reached?); the run's length if never."""
-  for r in sorted((r for r in res.records if "train_top1" in r), key=lambda r: r["step"]):
-    if r["train_top1"] >= claim.threshold:
-      return _epochs(point_dir, r["step"]), True
-  return _epochs(point_dir, res.steps or 0), False
+  step = _first_step_reaching(res.records, claim.threshold)
+  return _epochs(point_dir, (res.steps or 0) if step is None else step), step is not None
 
 
 def _final(res: PointResult, key):
@@ -101,24 +97,22 @@ def _final(res: PointResult, key):
   return rs[-1][key] if rs else None
 
 
+def _points(a, b=0.0):
+  """(100 * (a - b), exact) for accuracies a and b, or None when either is missing."""
+  return None if a is None or b is None else (100 * (a - b), True)
+
+
 # metric name -> (what it is, fn(point_dir, PointResult, claim) -> (value, exact?) or None).
 CLAIM_METRICS = {
-    "final_eval_top1": ("final eval top-1 (points)",
-                        lambda d, r, c: (None if r.final_top1 is None else
-                                         (100 * r.final_top1, True))),
+    "final_eval_top1": ("final eval top-1 (points)", lambda d, r, c: _points(r.final_top1)),
     "epochs_to_train_top1": ("epochs to train top-1 ≥ {threshold:g}", _epochs_to_train_top1),
     "overfit_gap": ("final train top-1 − eval top-1 (points)",
-                    lambda d, r, c: (None if r.final_top1 is None or
-                                     _final(r, "train_top1") is None else
-                                     (100 * (_final(r, "train_top1") - r.final_top1), True))),
+                    lambda d, r, c: _points(_final(r, "train_top1"), r.final_top1)),
     "ema_gain": ("EMA − raw eval top-1 (points; 0 without EMA)",
-                 lambda d, r, c: (None if r.final_top1 is None else
-                                  (100 * ((_final(r, "ema_eval_top1") or r.final_top1)
-                                          - r.final_top1), True))),
+                 lambda d, r, c: _points(_final(r, "ema_eval_top1") or r.final_top1,
+                                         r.final_top1)),
     "ten_crop_gain": ("10-crop − centre-crop eval top-1 (points)",
-                      lambda d, r, c: (None if _final(r, "eval_center_top1") is None else
-                                       (100 * (r.final_top1 - _final(r, "eval_center_top1")),
-                                        True))),
+                      lambda d, r, c: _points(r.final_top1, _final(r, "eval_center_top1"))),
 }
 
 
@@ -151,6 +145,11 @@ def judge(effects, expect: int) -> tuple[float | None, float | None, float | Non
   return mean, low, high, verdict
 
 
+def _key(overrides) -> str:
+  """A point's overrides as a key; JSON, so a tuple value and its stored list are one key."""
+  return json.dumps(overrides, sort_keys=True)
+
+
 def claim_results(workdir, claims) -> list[ClaimResult]:
   """Each claim's per-seed effects and verdict, from the finished points of the sweep."""
   root = workdir_lib.path(workdir)
@@ -158,16 +157,15 @@ def claim_results(workdir, claims) -> list[ClaimResult]:
   by_overrides = {}
   for p in points:
     if sweep_lib.run_finished(root / p["name"]):
-      by_overrides[tuple(sorted(p["overrides"].items()))] = root / p["name"]
+      by_overrides[_key(p["overrides"])] = root / p["name"]
   seeds = sorted({p["overrides"].get("seed") for p in points})
   results = []
   for claim in claims:
     _, fn = CLAIM_METRICS[claim.metric]
     effects, censored = [], False
     for seed in seeds:
-      base_dir = by_overrides.get(tuple(sorted({"seed": seed}.items())))
-      arm_dir = base_dir if not claim.arm else by_overrides.get(
-          tuple(sorted(dict(claim.arm, seed=seed).items())))
+      base_dir = by_overrides.get(_key({"seed": seed}))
+      arm_dir = base_dir if not claim.arm else by_overrides.get(_key(dict(claim.arm, seed=seed)))
       if base_dir is None or arm_dir is None:
         continue
       base = fn(base_dir, summarize_point(base_dir), claim)
@@ -213,7 +211,7 @@ def _claims(workdir):
   spec = sweep_lib.read_sweep_file(workdir)
   if not spec.get("path") or not workdir_lib.path(spec["path"]).exists():
     return ()
-  return tuple(getattr(sweep_lib.load_module(spec["path"]), "CLAIMS", ()))
+  return tuple(getattr(config_lib.load_module(spec["path"]), "CLAIMS", ()))
 
 
 def _pct(x):
@@ -268,17 +266,16 @@ def _plot(results, path, *, key, ylabel, title, transform=None, hline=None):
   if drawn:
     ax.legend(fontsize="small")
   fig.tight_layout()
-  buffer = io.BytesIO()
-  fig.savefig(buffer, format="png", dpi=110)
+  with workdir_lib.path(path).open("wb") as f:  # local or cloud
+    fig.savefig(f, format="png", dpi=110)
   plt.close(fig)
-  workdir_lib.path(path).write_bytes(buffer.getvalue())
 
 
 def _by_arm(results) -> dict[str, list]:
   """Points grouped by their name without the `seed=N` part (`baseline` when nothing is left)."""
   groups: dict[str, list] = {}
   for res in results:
-    label = ",".join(p for p in res.name.split(",") if not p.startswith("seed=")) or "baseline"
+    label = ",".join(p for p in res.name.split(",") if not p.startswith("seed=")) or sweep_lib.BASELINE
     groups.setdefault(label, []).append(res)
   return groups
 

@@ -22,6 +22,7 @@ import time
 
 import pytest
 
+from alexnet_jax import config_lib
 from alexnet_jax import sweep
 from alexnet_jax import sweep_cli
 from alexnet_jax import sweep_launch
@@ -112,7 +113,7 @@ def test_paper_ablations_grids():
                                   "model.overlapping_pool": True}
   with pytest.raises(ValueError, match="Unknown ablation axis 'colour'"):
     sweep.load(path + ":small,axis=colour")
-  module = sweep.load_module(path)
+  module = config_lib.load_module(path)
   small, full = module.get_config("small,axis=lrn"), module.get_config()
   assert (small.dataset, small.model.variant, small.pca_lighting) == ("sklearn_digits", "small", 0.1)
   assert (full.dataset, full.model.variant, full.num_epochs) == ("imagenet2012", "paper", 90.0)
@@ -121,7 +122,7 @@ def test_paper_ablations_grids():
 def test_relu_vs_tanh_sweep():
   path = os.path.join(REPO_ROOT, "configs/sweeps/relu_vs_tanh.py")
   assert _names(path + ":small") == ["model.activation=relu", "model.activation=tanh"]
-  module = sweep.load_module(path)
+  module = config_lib.load_module(path)
   c = module.get_config("small,lr=0.005,steps=50")
   assert (c.learning_rate, c.num_train_steps, c.weight_decay, c.model.lrn) == (0.005, 50, 0.0, False)
   assert (c.lr_schedule, c.warmup_epochs, c.model.dropout_rate) == ("constant", 0.0, 0.0)
@@ -478,3 +479,28 @@ def test_a_threshold_never_reached_is_a_bound_not_a_number(tmp_path):
   relu = sweep_report.claim_results(workdir, sweep_report._claims(workdir))[0]  # pylint: disable=protected-access
   assert relu.censored and relu.effects == pytest.approx([9.0, 1.0, 1.0])  # 10 epochs run
   assert "≥ +3.67" in sweep_report.write_report(workdir).read_text()
+
+
+def test_a_claim_whose_arm_sets_a_tuple_is_judged(tmp_path):
+  """Overrides are stored as JSON, where a tuple reads back as a list: the arm must still be
+  found (it was a TypeError: unhashable list)."""
+  claims_file = tmp_path / "claims.py"
+  claims_file.write_text(textwrap.dedent('''
+      from alexnet_jax import config_lib, sweep
+      CLAIMS = (sweep.Claim("Crops", "§4.1", "q", {"inception_area_range": (0.35, 1.0)},
+                            "final_eval_top1", expect=+1),)
+      def get_config():
+        return config_lib.load("default:tiny")
+      def get_sweep():
+        return sweep.product(sweep.axis("seed", [0, 1]),
+                             [{}, {"inception_area_range": (0.35, 1.0)}])
+  '''))
+  workdir = tmp_path / "w"
+  spec = sweep.load(str(claims_file))
+  sweep.write_sweep_file(workdir, spec, str(claims_file), [])
+  for point in spec.points:
+    arm = "inception_area_range" in point.overrides
+    _write_metrics(workdir / point.name, [{"step": 10, "eval_top1": 0.5 + 0.1 * arm}])
+    (workdir / point.name / "done.json").write_text(json.dumps({"step": 10}))
+  (crops,) = sweep_report.claim_results(workdir, sweep_report._claims(workdir))  # pylint: disable=protected-access
+  assert crops.effects == pytest.approx([10.0, 10.0])
