@@ -1,28 +1,15 @@
 """Decoding, augmentation and eval crops on the host, as pure TensorFlow ops.
 
 Every function works on one image, eagerly or inside `tf.data.Dataset.map`, and
-takes either the encoded file bytes (a scalar tf.string) or a decoded uint8
-image [H, W, C] with C in {1, 2, 3, 4}. Taking the bytes lets the JPEG paths
-decode only the pixels they keep (`decode_and_crop_jpeg`), which is most of
-the input pipeline's speed. Outputs are uint8 RGB; normalisation happens on
-the device.
+takes the encoded file bytes (a scalar tf.string) or a decoded uint8 image
+[H, W, C]; outputs are uint8 RGB (normalisation happens on the device). Taking
+the bytes lets the JPEG paths decode only the pixels they keep, which is most of
+the input pipeline's speed. Random functions take a stateless [2] `seed`.
 
-Formats are recognised by their first bytes, not the file name: JPEG, PNG,
-GIF (first frame), BMP and WebP decode with TF's kernels; anything else PIL
-can open (TIFF, PPM/PGM, ...) goes through PIL. Greyscale is repeated into
-RGB, alpha is dropped and CMYK converted, as `PIL.Image.convert("RGB")` does.
-
-Randomness is stateless: random functions take `seed`, an int tensor of shape
-[2], so an example's augmentation depends only on (config.seed, its index in
-the global stream), whichever thread runs it and whenever.
-
-Eval preprocessing is torchvision's: the accurate JPEG IDCT (bit-identical to
-PIL's decode), an antialiased bilinear resize of the shorter side, a centre
-crop whose offset is rounded half to even (Python's `round`, as
-`torchvision.transforms.CenterCrop`). Training decodes with the fast IDCT and,
-for JPEG windows at least twice the output size, at 1/2, 1/4 or 1/8 scale
-(DCT scaling, a proper low-pass); then a bilinear resize without antialiasing
-shrinks the window by less than 2x.
+Eval preprocessing is torchvision's (docs/design.md, "Eval preprocessing").
+Training decodes with the fast IDCT and, for JPEG windows at least twice the
+output size, at 1/2, 1/4 or 1/8 scale (DCT scaling, a proper low-pass); then a
+bilinear resize without antialiasing shrinks the window by less than 2x.
 """
 
 import functools

@@ -1,14 +1,10 @@
-"""Small training splits, decoded once and kept in memory.
+"""Small training splits, decoded once and kept in memory (`config.cache_train`).
 
-Decoding is most of the host's work per image; a split of a few thousand
-photos decoded once fits in a fraction of a gigabyte, after which every epoch
-only crops, resizes and flips. `config.cache_train`: True, False, or "auto"
-(cache when the decoded split is estimated, from its first images, to fit in
-1 GiB). The cache holds full-resolution decodes (accurate IDCT) read back by
-index: every epoch is a permutation drawn from (config.seed, epoch), the same
-for every process and after a resume. (The pixels differ slightly from the
-streaming pipeline's, which decodes only each crop's window, at reduced scale
-when it can.)
+"auto" caches a split whose decoded size, estimated from its first images, fits
+in 1 GiB. Full-resolution decodes (accurate IDCT) are read back by index in the
+epoch's order from (config.seed, epoch), the same for every process and after a
+resume; the pixels differ slightly from the streaming pipeline's, which decodes
+only each crop's window.
 """
 
 from __future__ import annotations

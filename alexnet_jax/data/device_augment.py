@@ -1,25 +1,11 @@
 """Augmentation and eval crops on the accelerator, for images stored at a fixed size.
 
-Prepared datasets (`alexnet_jax.prepare`) store every image as uint8
-R x R x 3 (R = config.resize_size; the paper stored 256 x 256). The host then
-only copies bytes, and these functions, traced into the jitted steps, do what
-the host pipeline does to JPEGs:
-
-  paper      a uniformly random S x S crop (S = config.image_size), a random
-             horizontal flip, PCA lighting noise of scale config.pca_lighting;
-  inception  a random-resized crop (torchvision's RandomResizedCrop sampler:
-             area in config.inception_area_range, log-uniform aspect in
-             [3/4, 4/3], 10 tries, else the centre crop of the whole image)
-             resized to S x S with an antialiased bilinear kernel, then a flip;
-  none       the centre crop.
-
-Each example's randomness comes from its own key, fold_in(key(config.seed),
-global index), the index of the example in the stream of global batches
-(step * batch_size + position). A resumed run, or one on another number of
-devices or processes, draws the same crops for the same examples.
-
-Outputs are float32 on the 0..255 scale (clipped after lighting), ready for
-`evaluation.normalize_images`.
+Traced into the jitted steps, these do to prepared uint8 [R, R, 3] images
+(`alexnet_jax.prepare`) what the host pipeline does to JPEGs, for each
+config.augmentation (its help in config_lib says what each does). Every example
+draws from its own key (`example_keys`: config.seed and its global index), so a
+resumed run, or one on other devices or processes, crops the same examples the
+same way. Outputs are float32 on 0..255, ready for `evaluation.normalize_images`.
 """
 
 from __future__ import annotations

@@ -78,7 +78,6 @@ def create_eval_iterator(config, *, process_index=None, process_count=None):
   if sources.source_class(config.dataset).eval_iterator is not None:
     return sources.create(config).eval_iterator(config, process_index=process_index,
                                                 process_count=process_count)
-  # The pipeline keeps what it built for a config: later evals skip scanning the source.
   from alexnet_jax.data import pipeline  # pylint: disable=g-import-not-at-top
   return pipeline.create_eval_iterator(config, process_index=process_index,
                                        process_count=process_count)

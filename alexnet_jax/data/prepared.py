@@ -1,24 +1,10 @@
 """Prepared datasets: decoded uint8 images of one fixed size, read by random access.
 
-`python -m alexnet_jax.prepare` converts any source (a TFDS dataset, an image
-folder, the offline digits) once; training then reads it with
-`--config.dataset=prepared --config.data_dir=DIR`, and the host does little
-more than copy bytes: crops, flips and lighting happen on the device
-(`alexnet_jax.data.device_augment`).
-
-Layout of DIR (chosen by measurement, see README "Feeding the accelerator"):
-
-    dataset.json                    written last; its absence means "incomplete"
-    train-00000.images              uint8 [n, R, R, 3], C order, no header
-    train-00000.labels              int32 [n], little endian
-    validation-00000.images ...
-
-Each image is stored as the paper stored ImageNet: the shorter side resized to
-R = config.resize_size (antialiased), then the central R x R. The eval split
-follows config.eval_resize (stretch: the whole image resized to R x R).
-Fixed-size records make an example's bytes one `pread` at a known offset,
-several times cheaper per image than ArrayRecord or decoding small JPEGs
-(benchmarks/record_formats.py; figures in the README).
+`python -m alexnet_jax.prepare` writes them once from any source; training reads
+them with `--config.dataset=prepared --config.data_dir=DIR` and the host only
+copies bytes: crops, flips and lighting run on the device (`device_augment`).
+The eval split follows config.eval_resize. Layout, the checks made when a
+dataset opens, and why fixed-size records: docs/design.md, "The prepared format".
 """
 
 from __future__ import annotations

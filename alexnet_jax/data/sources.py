@@ -1,18 +1,11 @@
-"""Data sources behind one registry, and the seeds that order and augment them.
+"""Data sources behind one table, and the seeds that order and augment them.
 
-A source is a dataset: class names, split names and sizes, and, per split,
-the records of an epoch in one global order that every process computes
-alike (so a global batch does not depend on how many processes read it).
-`config.dataset` picks the source: a name in the table of
-`alexnet_jax/data/__init__.py` ("imagefolder", "fake", "prepared") or, for
-anything else, a TFDS dataset. Adding a source is one class and one line in
-that table (or `@register("name")`); see docs/extending.md.
-
-Sources that need no tf.data (prepared data, fake data made on the device)
-override `train_iterator` / `eval_iterator`; the others give records and a
-`load` function and get the shared tf.data pipeline of
-`alexnet_jax.data.pipeline`. This module imports TensorFlow only when a
-tf.data source asks for seeds, so runs on the former never load it.
+A source is a dataset: class names, split names and sizes, and, per split, the
+records of an epoch in one global order that every process computes alike.
+`config.dataset` picks it from the table in `alexnet_jax/data/__init__.py`; any
+other name is a TFDS dataset (adding a source: docs/extending.md). Sources with
+their own iterators (prepared, fake) never import TensorFlow; the others give
+`Records` and get the shared tf.data pipeline (`alexnet_jax.data.pipeline`).
 """
 
 from __future__ import annotations
@@ -126,9 +119,7 @@ class Source:
   eval_iterator = None
 
 
-# The source table, config.dataset -> a function returning its Source class:
-# filled by alexnet_jax/data/__init__.py (the sources that import TensorFlow
-# load when first named) and by @register. Other names are TFDS datasets (None).
+# config.dataset -> a function returning its Source class (see data/__init__.py).
 SOURCES: dict[str | None, Callable[[], type]] = {}
 
 
@@ -146,11 +137,6 @@ def register(name: str):
 def source_class(name: str) -> type:
   """The class the table gives `name`; any other name is a TFDS dataset."""
   return SOURCES.get(name, SOURCES[None])()
-
-
-def registered() -> tuple[str, ...]:
-  """Names of every source in the table."""
-  return tuple(sorted(name for name in SOURCES if name))
 
 
 def available_cores() -> int:

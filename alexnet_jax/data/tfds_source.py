@@ -1,18 +1,11 @@
 """Any TFDS dataset with "image" and "label" features.
 
-Datasets TFDS can download (tf_flowers, imagenette, cifar10, ...) are built on
-first use when the machine is online; offline, or for datasets that need a
-manual download (imagenet2012), the error says what to run and where to put
-the files. The project's own builders (`alexnet_jax.data.sklearn_digits`)
-build offline.
-
-Training reads a split sequentially in one global order that every process
-computes alike: the split is cut into up to 16 shards read side by side, each
-epoch merges them in an order drawn from its own seed (a stand-in for
-shuffling files) and shuffles the result through a buffer. Every process reads
-all records and keeps its slice of each global batch before decoding, so the
-batches are those of a one-process run; at ImageNet scale, prepare the data
-once (`python -m alexnet_jax.prepare`) for random access instead.
+Datasets TFDS can download are built on first use (`prepare_if_needed` says what
+to run when that needs a manual step). Training reads a split in one global
+order that every process computes: up to 16 shards read side by side, merged in
+an order drawn per epoch, then a shuffle buffer. Every process reads all records
+and keeps its slice of each global batch before decoding; at ImageNet scale,
+prepare the data once (`python -m alexnet_jax.prepare`) for random access.
 """
 
 from __future__ import annotations
@@ -126,9 +119,9 @@ class TfdsSource(sources.Source):
     except tfds.core.registered.DatasetNotFoundError as e:
       raise ValueError(
           f"config.dataset={config.dataset!r} is not a TFDS dataset nor one of "
-          f"{list(sources.registered())}. Allowed: a TFDS name (e.g. imagenet2012, tf_flowers, "
-          "imagenette, cifar10), 'sklearn_digits', 'imagefolder' (with config.data_dir), "
-          "'prepared' (with config.data_dir) or 'fake'.") from e
+          f"{sorted(n for n in sources.SOURCES if n)}. Allowed: a TFDS name (e.g. "
+          "imagenet2012, tf_flowers, imagenette, cifar10), 'sklearn_digits', 'imagefolder' "
+          "(with config.data_dir), 'prepared' (with config.data_dir) or 'fake'.") from e
     self.name = config.dataset
     # Under tfds.testing.mock_data nothing is prepared, yet everything reads.
     with _quiet_before_first_build():
