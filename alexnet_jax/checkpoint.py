@@ -1,33 +1,24 @@
 """Orbax checkpoints: params, optimiser state and a JSON `meta` item per step.
 
-Layout: `workdir/checkpoints/<step>/{params,opt_state,meta}`. The three items
-are separate so a notebook can restore params alone (no optimiser state, no
-knowledge of the optimiser), and so `meta` (step, config, plateau state, class
-names) can be read without touching any array.
-
-Saves are asynchronous (training continues while the arrays are written) and
-atomic (Orbax writes to a temporary directory and renames it when complete), so
-a run killed mid-save leaves the previous step as the newest complete one.
-Retention: the newest `keep` steps plus the `keep_best` best by `best_metric` (a metric
-ending in `loss` is best when lowest, any other when highest).
-
-Restores use abstract targets carrying the *current* shardings, so a checkpoint
-written on 8 devices restores on one CPU and vice versa. Training and inference
-restore through one path, `Checkpointer.restore_latest` (newest readable step).
+Layout and why the items are separate: docs/design.md, "The workdir". Saves are
+asynchronous and atomic (Orbax renames a complete temporary directory), so a run
+killed mid-save leaves the previous step as the newest complete one. Retention: the
+newest `keep` steps plus the `keep_best` best by `best_metric` (a metric ending in
+`loss` is best when lowest, any other when highest). Restores use abstract targets
+carrying the *current* shardings, so a checkpoint written on 8 devices restores on
+one CPU and vice versa.
 """
 
 from __future__ import annotations
 
 import contextlib
 import logging
-import os
 import shutil
 import time
 from typing import Any
 
 import jax
 import orbax.checkpoint as ocp
-from etils import epath
 from orbax.checkpoint import checkpoint_managers as ocp_managers
 
 from alexnet_jax import workdir as workdir_lib
@@ -41,12 +32,6 @@ class CheckpointError(RuntimeError):
 
 class UnreadableCheckpointError(RuntimeError):
   """A step's files are damaged or incomplete (restore_latest falls back past it)."""
-
-
-def absolute(path) -> epath.Path:
-  """An absolute epath (local paths resolved against the current directory)."""
-  path = epath.Path(path)
-  return epath.Path(os.path.abspath(path)) if workdir_lib.is_local(path) else path
 
 
 def shape_differences(expected, stored) -> list[str]:
@@ -138,7 +123,7 @@ class Checkpointer:
 
   def __init__(self, directory: str, *, keep: int = 3, async_save: bool = True,
                read_only: bool = False, keep_best: int = 1, best_metric: str = "eval_top1"):
-    self.directory = absolute(directory)
+    self.directory = workdir_lib.absolute(directory)
     self._read_only = read_only
     self._last_started = None
     policy = ocp_managers.AnyPreservationPolicy([

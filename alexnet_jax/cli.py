@@ -1,10 +1,7 @@
 """Command lines: `python main.py` / `alexnet-train`, and the config handling they share.
 
-Everything that can be wrong with a command line is said in one line, before
-JAX or TensorFlow start: a config that is neither a file nor a shipped name,
-a config file that does not load, a misspelled `--config.KEY` (with the
-closest key), a value of the wrong type. `--help` lists the shipped configs
-and every config key.
+Whatever is wrong with a command line is said in one line before JAX or TensorFlow
+start; `--help` lists the shipped configs and every config key.
 """
 
 from __future__ import annotations
@@ -102,48 +99,28 @@ def check_config_args(argv: list[str]) -> list[str]:
   return argv
 
 
-def _parse_flags(argv, flag_values):
-  from absl import flags  # pylint: disable=g-import-not-at-top
-  try:
-    return flag_values(argv)
-  except flags.Error as e:
-    raise UsageError(str(e).splitlines()[0]) from None
-
-
 def _fail(message: str) -> None:
   print(f"error: {message}", file=sys.stderr)
   sys.exit(2)
 
 
-def _help() -> str:
-  from alexnet_jax import config_lib  # pylint: disable=g-import-not-at-top
-  return TRAIN_USAGE.format(configs=", ".join(config_lib.shipped_configs()),
-                            keys=config_lib.help_text())
-
-
-def _define_train_flags(flag_values):
+def _define_train_flags():
   from absl import flags  # pylint: disable=g-import-not-at-top
   from ml_collections import config_flags  # pylint: disable=g-import-not-at-top
-  flags.DEFINE_string("workdir", None, "Where checkpoints, metrics and config.json go.",
-                      flag_values=flag_values)
+  flags.DEFINE_string("workdir", None, "Where checkpoints, metrics and config.json go.")
   flags.DEFINE_string("coordinator_address", None,
-                      "HOST:PORT of process 0, to start a multi-process job.",
-                      flag_values=flag_values)
-  flags.DEFINE_integer("num_processes", None, "Processes in a multi-process job.",
-                       flag_values=flag_values)
-  flags.DEFINE_integer("process_id", None, "This process's index in a multi-process job.",
-                       flag_values=flag_values)
+                      "HOST:PORT of process 0, to start a multi-process job.")
+  flags.DEFINE_integer("num_processes", None, "Processes in a multi-process job.")
+  flags.DEFINE_integer("process_id", None, "This process's index in a multi-process job.")
   flags.DEFINE_integer("heartbeat_timeout_seconds", 100,
-                       "A multi-process job fails (not hangs) this long after a process dies.",
-                       flag_values=flag_values)
+                       "A multi-process job fails (not hangs) this long after a process dies.")
   flags.DEFINE_integer("initialization_timeout", None,
                        "Seconds to wait for every process to join (default 60 on one host, "
-                       "300 across hosts).", flag_values=flag_values)
+                       "300 across hosts).")
   flags.DEFINE_bool("auto_distributed", False,
-                    "Let jax.distributed detect the cluster (TPU pods, SLURM's srun).",
-                    flag_values=flag_values)
+                    "Let jax.distributed detect the cluster (TPU pods, SLURM's srun).")
   config_flags.DEFINE_config_file("config", None, "Config: a shipped name or a path[:arg].",
-                                  flag_values=flag_values, lock_config=True)
+                                  lock_config=True)
 
 
 def train(argv: list[str] | None = None) -> None:
@@ -151,8 +128,10 @@ def train(argv: list[str] | None = None) -> None:
   argv = list(sys.argv if argv is None else argv)
   quiet_startup()
   if any(a in ("-h", "--help", "--helpfull", "-help") for a in argv[1:]):
+    from alexnet_jax import config_lib  # pylint: disable=g-import-not-at-top
     try:
-      print(_help())
+      print(TRAIN_USAGE.format(configs=", ".join(config_lib.shipped_configs()),
+                               keys=config_lib.help_text()))
     except BrokenPipeError:  # `--help | head`: the reader has what it wanted.
       sys.stdout = None
     sys.exit(0)
@@ -160,17 +139,19 @@ def train(argv: list[str] | None = None) -> None:
   from absl import flags  # pylint: disable=g-import-not-at-top
   try:
     argv = check_config_args(argv)
-    flag_values = flags.FLAGS
-    if "workdir" not in flag_values:
-      _define_train_flags(flag_values)
-    rest = _parse_flags(argv, flag_values)
+    if "workdir" not in flags.FLAGS:
+      _define_train_flags()
+    try:
+      rest = flags.FLAGS(argv)
+    except flags.Error as e:
+      raise UsageError(str(e).splitlines()[0]) from None
     if len(rest) > 1:
       raise UsageError(f"Unexpected arguments {rest[1:]}; see --help.")
-    if not flag_values.workdir:
+    if not flags.FLAGS.workdir:
       raise UsageError("--workdir=DIR is required: where the run's files go.")
   except UsageError as e:
     _fail(str(e))
-  app.run(lambda _: _train_main(flag_values), argv=argv, flags_parser=lambda a: a)
+  app.run(lambda _: _train_main(flags.FLAGS), argv=argv, flags_parser=lambda a: a)
 
 
 def _train_main(flag_values) -> None:

@@ -1,14 +1,10 @@
 """Every config key, once: its default (the paper's recipe), what it means, what it allows.
 
-`FIELDS` is the single definition. `base_config()` builds the ConfigDict from
-it, `validate()` checks a config against it (before anything is compiled, so
-a mistake fails in the first second with the key, the value and what is
-allowed), and `help_text()` lists it for `main.py --help`. Allowed values that
-belong to another module (model variants, optimisers, augmentations) are
-named there and referenced here, not repeated.
-
-Config files (`configs/*.py`) start from `base_config()` and override a few
-fields; `load(name_or_path)` finds a shipped config by name from anywhere.
+`FIELDS` is the single definition: `base_config()` builds the ConfigDict from it,
+`validate()` checks a config against it before anything is compiled, and
+`help_text()` lists it for `main.py --help`. Allowed values owned by another module
+are referenced, not repeated. Config files (`configs/*.py`) start from
+`base_config()`; `load(name_or_path)` finds a shipped config by name from anywhere.
 """
 
 from __future__ import annotations
@@ -256,7 +252,7 @@ FIELDS: dict[str, Field] = {
     "profile": Field(False, "write a profiler trace of a few steps"),
     "writers": Field("tensorboard", "comma-separated metric writers besides metrics.jsonl and "
                      "the console: tensorboard, wandb, mlflow (each imported only when named)",
-                     check=lambda v: _writers_check(v)),
+                     check=_writers_check),
     "compilation_cache_dir": Field("~/.cache/alexnet_jax/xla", "persistent XLA compilation "
                                    "cache, so reruns skip compiling; empty: off"),
     "allow_config_change": Field(False, "resume a workdir whose config.json differs"),
@@ -319,13 +315,6 @@ def apply_arg(c, arg, **presets):
   return c
 
 
-def get(config, key: str):
-  node = config
-  for part in key.split("."):
-    node = node[part]
-  return node
-
-
 def _fail(key, value, why):
   raise ValueError(f"config.{key}={value!r} is not allowed: {why}.")
 
@@ -333,7 +322,7 @@ def _fail(key, value, why):
 def validate(config, *, num_devices: int | None = None) -> None:
   """Raises ValueError naming the key, the value and what is allowed."""
   for key, field in FIELDS.items():
-    value = get(config, key)
+    value = config[key]
     if value is None and field.default is None:
       continue
     allowed = field.allowed()
@@ -375,11 +364,10 @@ def validate(config, *, num_devices: int | None = None) -> None:
 
 def has_key(config, dotted: str) -> bool:
   """Whether `config` has the (possibly nested, dot-separated) key `dotted`."""
-  node = config
-  for part in dotted.split("."):
-    if not hasattr(node, "keys") or part not in node:
-      return False
-    node = node[part]
+  try:
+    config[dotted]
+  except (KeyError, TypeError):
+    return False
   return True
 
 
@@ -429,7 +417,7 @@ def from_dict(stored: dict) -> ml_collections.ConfigDict:
   Lists become tuples again where the default is a tuple.
   """
   config = base_config()
-  flat_defaults = {k: get(config, k) for k in FIELDS}
+  flat_defaults = {k: config[k] for k in FIELDS}
 
   def merge(node, values, prefix):
     for key, value in values.items():

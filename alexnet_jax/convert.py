@@ -1,26 +1,16 @@
 """PyTorch AlexNet weights -> Flax params, and a CLI that writes a checkpoint.
 
 Works for the `torchvision` and `seed` variants, whose PyTorch modules share
-torchvision's key layout:
-
-  features.0  conv1      classifier.1  fc6
-  features.3  conv2      classifier.4  fc7
-  features.6  conv3      classifier.6  fc8
-  features.8  conv4
-  features.10 conv5
-
-Two layout differences matter. Conv kernels are OIHW in PyTorch and HWIO in
-Flax. And fc6 consumes a flattened feature map: PyTorch flattens (C, H, W),
-our NHWC model flattens (H, W, C), so fc6's input rows are permuted, not merely
-transposed; getting this wrong still "loads" but gives wrong logits.
-
-CLI:
+torchvision's key layout (`TORCH_NAMES`). Two layout differences matter. Conv
+kernels are OIHW in PyTorch and HWIO in Flax. And fc6 consumes a flattened
+feature map: PyTorch flattens (C, H, W), our NHWC model flattens (H, W, C), so
+fc6's input rows are permuted, not merely transposed; getting this wrong still
+"loads" but gives wrong logits.
 
   python -m alexnet_jax.convert --variant=torchvision \\
       --torch_checkpoint=alexnet-owt-7be5be79.pth --workdir=/tmp/tv [--num_classes=N]
 
-writes a params-only checkpoint (the training loop's Orbax layout, step 0)
-plus config.json via `save_pretrained`.
+writes a params-only checkpoint plus config.json (`save_pretrained`).
 """
 
 import io
@@ -56,11 +46,9 @@ def _to_numpy(value):
 def _flax_shapes(variant, num_classes):
   """{layer: {"kernel": shape, "bias": shape}} of the Flax model, traced abstractly."""
   import jax  # pylint: disable=g-import-not-at-top
-  import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
   model = models.create_model(variant, num_classes=num_classes)
   size = models.default_image_size(variant)
-  shapes = jax.eval_shape(
-      lambda: model.init(jax.random.key(0), jnp.zeros((1, size, size, 3))))["params"]
+  shapes = jax.eval_shape(lambda: models.init_params(model, size, jax.random.key(0)))
   return {layer: {k: tuple(v.shape) for k, v in leaves.items()}
           for layer, leaves in shapes.items()}
 
@@ -193,12 +181,6 @@ def load_torch_state_dict(path):
   return obj
 
 
-# The recipe each convertible variant's PyTorch weights were trained with;
-# it sets the eval preprocessing (torchvision: Resize(256), CenterCrop(224),
-# ImageNet mean/std; seed: Resize((224, 224)), mean/std 0.5).
-RECIPES = {"torchvision": "torchvision", "seed": "seed"}
-
-
 def save_pretrained(workdir, config, params, *, class_names=None, step: int = 0):
   """Writes a params-only checkpoint (plus config.json) that `inference.load` can open.
 
@@ -209,7 +191,7 @@ def save_pretrained(workdir, config, params, *, class_names=None, step: int = 0)
   import jax  # pylint: disable=g-import-not-at-top
   from alexnet_jax import checkpoint, config_lib  # pylint: disable=g-import-not-at-top
   from alexnet_jax import workdir as workdir_lib  # pylint: disable=g-import-not-at-top
-  root = checkpoint.absolute(workdir)
+  root = workdir_lib.absolute(workdir)
   if workdir_lib.holds_training_run(root) or (root / workdir_lib.CONFIG_FILE).exists():
     raise checkpoint.CheckpointError(
         f"{root} already holds a run (config.json, metrics or checkpoints); converted weights "
@@ -235,7 +217,10 @@ def convert_checkpoint(variant, torch_checkpoint, workdir, *, num_classes=None):
   from alexnet_jax import config_lib  # pylint: disable=g-import-not-at-top
   params = from_torch_state_dict(load_torch_state_dict(torch_checkpoint), variant,
                                  num_classes=num_classes)
-  config = config_lib.load(RECIPES[variant])
+  # Each convertible variant has a shipped config of its name: the recipe its PyTorch
+  # weights were trained with, which sets the eval preprocessing (torchvision:
+  # Resize(256), CenterCrop(224), ImageNet mean/std; seed: Resize((224, 224)), mean/std 0.5).
+  config = config_lib.load(variant)
   config.num_classes = int(params["fc8"]["bias"].shape[0])
   if config.num_classes == 1000:
     config.dataset = "imagenet2012"  # ILSVRC-2012 class names for predictions.
@@ -258,8 +243,6 @@ def main(argv):
 
 
 def _define_flags():
-  """Defined only when run as a script: importing this module (tests, main.py,
-  notebooks) must not claim global flag names such as --workdir."""
   from absl import flags  # pylint: disable=g-import-not-at-top
   flags.DEFINE_enum("variant", "torchvision", list(CONVERTIBLE_VARIANTS),
                     "AlexNet variant whose PyTorch weights these are.")

@@ -4,73 +4,30 @@
         [--step=N] [--crops=1|10] [--input=uint8|float] [--separate_params]
         [--platforms=cpu[,cuda,tpu]] [--saved_model=DIR]
 
-What is written:
+What is written: `model.jax`, the function `images -> probabilities` (float32
+[b, num_classes], symbolic batch b), which runs with jax alone (no flax, TF or
+this package) on the platforms it was exported for (`--platforms`, default
+this machine's backend); `model.jax.json`, what a caller needs to prepare
+inputs and read outputs (shapes, mean/std, class names, step); and
+`alexnet_preprocess.py`, whose `eval_crops(image, info)` makes one image's
+input exactly as eval does, with numpy and PIL only. README.md, "Predict and
+export", shows how to load and run them.
 
-* `model.jax`: `jax.export.Exported.serialize()` of the function
-  `images -> probabilities` (float32 [b, num_classes]), with a symbolic batch
-  dimension `b`. StableHLO plus calling-convention metadata: running it needs
-  `jax` (and jaxlib) only, not flax, TF or this package.
-* `model.jax.json`: what a caller needs to prepare inputs and read outputs:
-  input shape/dtype, image_size, resize_size, mean_rgb, std_rgb, crops,
-  class_names, step, and whether params are separate.
-* `alexnet_preprocess.py`: the eval preprocessing with numpy and PIL only
-  (`alexnet_jax/eval_preprocess.py`): `eval_crops(image, info)` gives the
-  input for one image exactly as eval and predict make it.
-* with `--separate_params`: `model.jax.params.npz`, the params as a flat
-  {"conv1/kernel": array, ...} dict. The function then takes
-  `(params_dict, images)`: the weights stay swappable (e.g. fine-tuned ones of
-  the same shapes) and the artifact small. By default the params are baked in
-  as constants: one self-contained file.
+Inputs: uint8 eval crops [b, S, S, 3], normalised inside (`--input=float`:
+already normalised float32 crops), or [b, 10, S, S, 3] with `--crops=10`,
+whose softmax outputs are averaged as in eval. The params are baked in as
+constants unless `--separate_params` writes them to `model.jax.params.npz`;
+then call `exported.call(dict(np.load("model.jax.params.npz")), crops)`.
 
-Inputs (`--input`):
-
-* `uint8` (default): eval crops [b, S, S, 3] (or [b, 10, S, S, 3] with
-  `--crops=10`), i.e. what `Predictor.preprocess` / the eval pipeline
-  produce; normalisation with the run's mean/std happens inside.
-* `float`: already normalised float32 crops of the same shapes.
-
-With 10 crops the output is the softmax averaged over the crops, as eval.
-
-Loading and running with only jax installed:
-
-    import json
-    import numpy as np
-    from jax import export
-
-    with open("model.jax", "rb") as f:
-      exported = export.deserialize(bytearray(f.read()))
-    from alexnet_preprocess import eval_crops  # written next to model.jax
-
-    info = json.load(open("model.jax.json"))
-    crops = np.stack([eval_crops(path, info) for path in ["a.jpg", "b.png"]])
-    if info["separate_params"]:
-      params = dict(np.load("model.jax.params.npz"))
-      probs = np.asarray(exported.call(params, crops))
-    else:
-      probs = np.asarray(exported.call(crops))
-    top1 = [info["class_names"][i] for i in probs.argmax(-1)]
-
-The artifact runs on the platforms it was exported for (`--platforms`,
-default this machine's default backend, e.g. `cpu`); export for several with
-`--platforms=cpu,cuda`.
-
-TF SavedModel (for TF Serving), optional: `--saved_model=DIR` also writes
-the same function through `jax.experimental.jax2tf` (native serialization:
-the StableHLO runs inside TF's `XlaCallModule` op, which TF Serving >= 2.12
-has), with the params as TF variables (no 2 GB graph-size limit) and a
-`serving_default` signature `images -> {"probabilities"}`. Loading needs only
-TensorFlow:
-
-    import tensorflow as tf
-    model = tf.saved_model.load("saved_model_dir")
-    probs = model.signatures["serving_default"](images=crops)["probabilities"]
+`--saved_model=DIR` also writes a TF SavedModel for TF Serving >= 2.12 (jax2tf
+native serialization), with the params as TF variables and the signature
+`serving_default: images -> {"probabilities"}`.
 """
 
 from __future__ import annotations
 
 import functools
 import io
-import json
 import os
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -89,42 +46,25 @@ INPUTS = ("uint8", "float")
 PREPROCESS_MODULE = "alexnet_preprocess"
 
 
-def _flat_params(params) -> dict[str, np.ndarray]:
-  """{"conv1/kernel": array, ...}: a pytree any loader rebuilds with np.load."""
-  return {k: np.asarray(v) for k, v in
-          traverse_util.flatten_dict(jax.device_get(params), sep="/").items()}
-
-
-def _unflatten(flat: dict[str, np.ndarray]):
-  return traverse_util.unflatten_dict(flat, sep="/")
-
-
 def _forward_fn(predictor, input_kind: str):
   """(params, images) -> probabilities, for uint8 crops or normalised floats."""
   from alexnet_jax import evaluation  # pylint: disable=g-import-not-at-top
-  model, config = predictor.model, predictor.config
+  from alexnet_jax import inference  # pylint: disable=g-import-not-at-top
   if input_kind == "uint8":
-    normalize = functools.partial(evaluation.normalize_images, mean_rgb=config.mean_rgb,
-                                  std_rgb=config.std_rgb)
-  else:
-    normalize = lambda images: images
+    return functools.partial(inference.forward, predictor.model, predictor.config)
 
   def forward(params, images):
     return jnp.exp(evaluation.log_probabilities(
-        lambda x: model.apply({"params": params}, normalize(x), train=False), images))
+        lambda x: predictor.model.apply({"params": params}, x, train=False), images))
 
   return forward
 
 
 def _checked(predictor, crops, input_kind) -> tuple[int, int]:
   """(crops per image, crop side) for an export, after checking what the caller asked."""
-  from alexnet_jax import evaluation  # pylint: disable=g-import-not-at-top
   if input_kind not in INPUTS:
     raise ValueError(f"input_kind={input_kind!r} is not allowed; choose one of {INPUTS}.")
-  crops = predictor.default_crops() if crops is None else int(crops)
-  if crops not in evaluation.CROPS:
-    raise ValueError(f"crops={crops!r} is not allowed: use one of {evaluation.CROPS}.")
-  return crops, int(predictor.config.image_size)
+  return predictor.default_crops(crops), int(predictor.config.image_size)
 
 
 def export_predictor(predictor, output: str, *, crops: int | None = None,
@@ -137,20 +77,19 @@ def export_predictor(predictor, output: str, *, crops: int | None = None,
   dtype = jnp.uint8 if input_kind == "uint8" else jnp.float32
   images_spec = jax.ShapeDtypeStruct(export.symbolic_shape(shape.format(s=s)), dtype)
   forward = _forward_fn(predictor, input_kind)
-  flat = _flat_params(predictor.params)
+  host_params = jax.device_get(predictor.params)  # numpy: no device placement baked in.
   if separate_params:
-    fn = lambda p, images: forward(_unflatten(p), images)
+    # {"conv1/kernel": array, ...}: a dict any loader rebuilds with np.load.
+    flat = traverse_util.flatten_dict(host_params, sep="/")
+    fn = lambda p, images: forward(traverse_util.unflatten_dict(p, sep="/"), images)
     args = ({k: jax.ShapeDtypeStruct(v.shape, v.dtype) for k, v in flat.items()}, images_spec)
   else:
-    host_params = _unflatten(flat)  # numpy: becomes constants, no device placement baked in.
     fn = lambda images: forward(host_params, images)
     args = (images_spec,)
   platforms = tuple(platforms) if platforms else (export.default_export_platform(),)
   exported = export.export(jax.jit(fn), platforms=platforms)(*args)
 
-  output = epath.Path(output)
-  if workdir_lib.is_local(output):
-    output = epath.Path(os.path.abspath(output))
+  output = workdir_lib.absolute(output)
   output.parent.mkdir(parents=True, exist_ok=True)
   # Every file goes to a temporary name and is renamed: a killed export leaves
   # the previous artifact whole.
@@ -203,15 +142,13 @@ def export_saved_model(predictor, directory: str, *, crops: int | None = None,
   image_shape = [None] + ([10] if crops == 10 else []) + [s, s, 3]
   dtype = tf.uint8 if input_kind == "uint8" else tf.float32
   poly = "(b, 10, _, _, _)" if crops == 10 else "(b, _, _, _)"
-  kwargs = {}
-  if platforms:
-    kwargs["native_serialization_platforms"] = tuple(platforms)
-  tf_forward = jax2tf.convert(_forward_fn(predictor, input_kind), with_gradient=False,
-                              polymorphic_shapes=[None, poly], **kwargs)
+  tf_forward = jax2tf.convert(
+      _forward_fn(predictor, input_kind), with_gradient=False, polymorphic_shapes=[None, poly],
+      native_serialization_platforms=tuple(platforms) if platforms else None)
   module = tf.Module()
   # Variables, not constants: a 61M-parameter model as graph constants would
   # approach the 2 GB protobuf limit of the graph.
-  module.params = tf.nest.map_structure(tf.Variable, _unflatten(_flat_params(predictor.params)))
+  module.params = tf.nest.map_structure(tf.Variable, jax.device_get(predictor.params))
 
   @tf.function(input_signature=[tf.TensorSpec(image_shape, dtype, name="images")],
                autograph=False)
@@ -257,7 +194,6 @@ def main(argv):
 
 
 def _define_flags():
-  """Only when run as a script: importing this module must not claim flag names."""
   from absl import flags  # pylint: disable=g-import-not-at-top
   flags.DEFINE_string("workdir", None, "Workdir (or checkpoints/ directory) to export.")
   flags.DEFINE_string("output", None, "Artifact path, e.g. model.jax.")

@@ -6,21 +6,8 @@
     for name, p in predictor.top_k(probs[0]):
       print(f"{p:.3f} {name}")
 
-`load` accepts a training workdir, its `checkpoints/` directory, one step's
-directory (`checkpoints/<step>`), or a workdir written by
-`python -m alexnet_jax.convert`. It restores the params alone (never the
-optimiser state) onto the devices this process has, replicated, whatever mesh
-wrote them: a checkpoint trained on 8 accelerators opens on one CPU and vice
-versa. The model is rebuilt from the config stored in the checkpoint, so no
-config file or flag is needed.
-
-Why preprocessing reuses `alexnet_jax.data.augment`: a predictor that
-resizes or crops even slightly differently from the eval pipeline reports
-accuracies the eval never measured. `predict` runs the very function the eval
-pipeline maps, `augment.eval_preprocess_fn(config)`, and the forward pass of
-the eval step, `evaluation.log_probabilities` (softmax averaged over crops).
-Tests check both against the eval pipeline's batches and the run's logged
-eval metrics.
+Preprocessing is the eval pipeline's own function
+(`augment.eval_preprocess_fn`), so a prediction equals what eval measured.
 
 Inference is single-process: under `jax.distributed` call it on one process
 (it uses that process's local devices only).
@@ -54,7 +41,6 @@ from alexnet_jax import models
 from alexnet_jax import optim
 from alexnet_jax import workdir as workdir_lib
 
-CROPS = evaluation.CROPS
 _BATCH_AXIS = "batch"
 
 
@@ -119,7 +105,7 @@ def _display_class_names(stored, num_classes: int, dataset: str) -> list[str]:
 
 def _resolve(path) -> tuple[epath.Path, int | None, epath.Path]:
   """(checkpoints dir, step implied by the path or None, workdir)."""
-  path = ckpt_lib.absolute(path)
+  path = workdir_lib.absolute(path)
   if not path.exists():
     raise ckpt_lib.CheckpointError(
         f"{path} does not exist. Pass a workdir written by main.py or alexnet_jax.convert "
@@ -192,25 +178,27 @@ class Predictor:
 
   def __post_init__(self):
     self._forward = jax.jit(functools.partial(forward, self.model, self.config))
-    self._preprocess_fns = {}
 
   # ---- preprocessing ----
-  def default_crops(self) -> int:
-    return int(self.config.get("eval_crops", 1) or 1)
+  def default_crops(self, crops: int | None = None) -> int:
+    """`crops` checked (1 or 10); config.eval_crops when None."""
+    crops = int(self.config.get("eval_crops", 1) or 1) if crops is None else crops
+    if crops not in evaluation.CROPS:
+      raise ValueError(f"crops={crops!r} is not allowed: use 1 (centre crop) or 10 (four "
+                       "corners and centre, and their mirror images).")
+    return int(crops)
 
   def preprocess(self, images, *, crops: int | None = None) -> np.ndarray:
     """Images of any size -> uint8 eval crops: [N, S, S, 3], or [N, 10, S, S, 3].
 
     Exactly what the eval input pipeline feeds the eval step for the same
-    image (same TF ops). `crops` defaults to config.eval_crops.
+    image (same TF ops, run eagerly). `crops` defaults to config.eval_crops.
     """
-    crops = self.default_crops() if crops is None else crops
-    if crops not in CROPS:
-      raise ValueError(f"crops={crops!r} is not allowed: use 1 (centre crop) or 10 (four "
-                       "corners and centre, and their mirror images).")
-    if crops not in self._preprocess_fns:
-      self._preprocess_fns[crops] = _eval_crop_fn(self.config, crops)
-    fn = self._preprocess_fns[crops]
+    from alexnet_jax import runtime  # pylint: disable=g-import-not-at-top
+    from alexnet_jax.data import augment  # pylint: disable=g-import-not-at-top  (imports TF)
+    crops = self.default_crops(crops)
+    runtime.hide_accelerators_from_tensorflow()
+    fn = augment.eval_preprocess_fn(self.config, crops)
     items = _as_list(images)
     if not items:
       raise ValueError("predict() got no images.")
@@ -356,18 +344,6 @@ def load(workdir_or_checkpoint_dir, step: int | None = None, *, devices=None,
 # ----------------------------------------------------------------------------
 
 
-def _eval_crop_fn(config, crops: int):
-  """The eval pipeline's per-image function (`augment.eval_preprocess_fn`) for `crops`.
-
-  Run eagerly here; the pipeline maps the same function in tf.data, and these
-  ops give the same pixels either way.
-  """
-  from alexnet_jax import runtime  # pylint: disable=g-import-not-at-top
-  from alexnet_jax.data import augment  # pylint: disable=g-import-not-at-top  (imports TF)
-  runtime.hide_accelerators_from_tensorflow()
-  return augment.eval_preprocess_fn(config, crops)
-
-
 def _as_list(images) -> list:
   if isinstance(images, np.ndarray) and images.ndim == 4:
     return list(images)
@@ -409,5 +385,5 @@ def available_steps(workdir_or_checkpoint_dir) -> list[int]:
     ckpt.close()
 
 
-__all__ = ["CROPS", "Predictor", "available_steps", "forward", "imagenet_readable_names",
+__all__ = ["Predictor", "available_steps", "forward", "imagenet_readable_names",
            "inference_mesh", "load"]

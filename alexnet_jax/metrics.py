@@ -7,26 +7,20 @@ the count).
 
 Writers: the console, TensorBoard event files and a JSONL mirror,
 `WORKDIR/metrics.jsonl` (one object per write, always with "step";
-`workdir.read_metrics` reads it). Writes run on a background thread in order,
-so the loop never waits for a file. Only process 0 writes files.
-
-The event files are written with TensorBoard's own record format and protos
-rather than clu's SummaryWriter: importing `clu.metric_writers` imports
-TensorFlow (~6 s of a run's start-up on a 2-core machine), which a run on fake
-or prepared data otherwise never loads.
+`workdir` appends, reads and repairs it). Writes run on a background thread in order,
+so the loop never waits for a file. Only process 0 writes files. Event files are
+written without TensorFlow (docs/design.md, "TensorBoard without TensorFlow").
 """
 
 from __future__ import annotations
 
 import collections
 import concurrent.futures
-import json
 import logging
 import os
 import shutil
 import socket
 import tempfile
-import threading
 import time
 import weakref
 from typing import Any, Mapping
@@ -35,9 +29,6 @@ import jax
 import numpy as np
 
 from alexnet_jax import workdir as workdir_lib
-
-read_metrics = workdir_lib.read_metrics
-
 
 def _to_python(value):
   value = np.asarray(value)
@@ -61,30 +52,16 @@ class Writer:
 
 
 class JsonlWriter(Writer):
-  """Appends scalars to a JSON-lines file, one line per `write_scalars` call.
+  """One line of WORKDIR/metrics.jsonl per `write_scalars` call (`workdir.append_metrics`):
+  the machine-readable record of a run, read without TensorFlow by sweeps and notebooks."""
 
-  The machine-readable record of a run: sweeps and notebooks read it without
-  TensorFlow. Each line is flushed at once, so a killed run keeps it.
-  """
-
-  def __init__(self, target):
-    self._path = workdir_lib.path(target)
-    self._lock = threading.Lock()
+  def __init__(self, workdir):
+    self._workdir = workdir
 
   def write_scalars(self, step: int, scalars: Mapping[str, Any]):
     record = {"step": int(step)}
     record.update({k: _to_python(v) for k, v in scalars.items()})
-    line = json.dumps(record) + "\n"
-    with self._lock:
-      if workdir_lib.is_local(self._path):
-        with open(self._path, "a") as f:  # Plain open: appends, and no path layer in between.
-          f.write(line)
-      else:  # Object stores cannot append: upload the whole (small) file again.
-        try:
-          text = self._path.read_text()
-        except FileNotFoundError:
-          text = ""
-        self._path.write_text(text + line)
+    workdir_lib.append_metrics(self._workdir, record)
 
 
 class ConsoleWriter(Writer):
@@ -275,7 +252,7 @@ def create_writer(workdir, writers: str = "tensorboard", config: Mapping[str, An
   extra = [WRITERS[name.strip()](workdir, config or {})
            for name in writers.split(",") if name.strip()]
   return AsyncWriters([ConsoleWriter(), *extra,
-                       JsonlWriter(workdir_lib.path(workdir) / workdir_lib.METRICS_FILE)])
+                       JsonlWriter(workdir)])
 
 
 def summarize_train(window: Mapping[str, Any]) -> dict[str, float]:

@@ -1,16 +1,9 @@
 """Optimiser and learning-rate schedules.
 
-The paper trains with SGD, momentum 0.9 and weight decay 5e-4 *added to the
-gradient* before momentum (the coupled form `torch.optim.SGD(weight_decay=...)`
-uses), and divides the learning rate by 10 whenever validation error stops
-improving. The optimiser is an Optax chain wrapped in `inject_hyperparams`, so
-the train step can set the learning rate each step from two parts:
-
-* a *schedule* that depends only on the step (`constant`, `step`, `cosine`),
-  computed inside the step by `create_learning_rate_fn`;
-* a *plateau scale* updated on the device after each evaluation
-  (`PlateauState`, part of the train state; no host round trip), saved in
-  every checkpoint's metadata so a resumed run decays at the same points.
+The optimiser is an Optax chain wrapped in `inject_hyperparams`, so the train step
+sets the learning rate each step: a schedule of the step alone
+(`create_learning_rate_fn`) times the scale of the paper's ÷10-on-plateau rule
+(`PlateauState`, kept on the device and saved in every checkpoint's metadata).
 """
 
 from __future__ import annotations
@@ -57,7 +50,6 @@ SCHEDULE_BUILDERS = {
     "cosine": lambda config, base, spe, warmup, remaining: optax.cosine_decay_schedule(
         base, max(1, remaining)),
 }
-SCHEDULES = tuple(SCHEDULE_BUILDERS)
 
 
 def create_learning_rate_fn(config, steps_per_epoch: int):
@@ -109,7 +101,6 @@ OPTIMIZER_BUILDERS = {
     "adamw": (_adam, True),
     "lars": (_lars, False),
 }
-OPTIMIZERS = tuple(OPTIMIZER_BUILDERS)
 
 
 class EmaState(NamedTuple):
@@ -137,9 +128,7 @@ def track_ema(decay: float) -> optax.GradientTransformation:
 
 def ema_params(opt_state):
   """The averaged params inside an optimiser state (config.ema_decay > 0), else None."""
-  found = [s for s in jax.tree.leaves(opt_state, is_leaf=lambda x: isinstance(x, EmaState))
-           if isinstance(s, EmaState)]
-  return found[0].ema if found else None
+  return optax.tree_utils.tree_get(opt_state, "ema")
 
 
 def create_optimizer(config) -> optax.GradientTransformation:

@@ -1,11 +1,8 @@
-"""Device mesh, global arrays and host→device prefetch for data parallelism.
+"""Device mesh, global arrays and host→device prefetch.
 
-One 1-D mesh, axis `"data"`, spans every device of every process. The train
-state is replicated (`P()`), batches are split over `"data"` (`P("data")`).
-Each process produces only its own slice of the global batch; a global
-`jax.Array` is assembled from those slices with
-`jax.make_array_from_process_local_data`, which works the same on one CPU and
-on a multi-host TPU pod.
+The mesh spans every device of every process: batches are split over `"data"`, and
+towers (if any) over `"model"`. Each process produces only its slice of the global
+batch, assembled with `jax.make_array_from_process_local_data`.
 """
 
 from __future__ import annotations
@@ -43,11 +40,6 @@ def create_mesh(devices=None, *, model_parallel: int = 1) -> Mesh:
         f"{len(devices)}.")
   return jax.make_mesh((len(devices) // model_parallel, model_parallel), (DATA_AXIS, MODEL_AXIS),
                        axis_types=(AxisType.Explicit, AxisType.Explicit), devices=devices)
-
-
-def data_parallel_size(mesh: Mesh) -> int:
-  """How many ways the batch is split (the `"data"` axis size)."""
-  return mesh.shape[DATA_AXIS]
 
 
 def replicated(mesh: Mesh) -> NamedSharding:

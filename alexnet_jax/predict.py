@@ -25,6 +25,7 @@ from absl import app  # noqa: E402
 from absl import flags  # noqa: E402
 from absl import logging as absl_logging  # noqa: E402
 from etils import epath  # noqa: E402
+import numpy as np  # noqa: E402
 
 from alexnet_jax import cli  # noqa: E402
 
@@ -32,7 +33,6 @@ FLAGS = flags.FLAGS
 
 
 def _define_flags():
-  """Only when run as a script: importing this module must not claim flag names."""
   flags.DEFINE_string("workdir", None, "Workdir (or checkpoints/ directory) to restore.")
   flags.DEFINE_integer("step", None, "Checkpoint step; default the newest.")
   flags.DEFINE_enum("crops", None, ["1", "10"], "1: centre crop; 10: paper's 10 crops. "
@@ -42,15 +42,6 @@ def _define_flags():
   flags.DEFINE_bool("use_ema", False, "Use the run's moving average of the params "
                     "(trained with config.ema_decay > 0).")
   flags.mark_flags_as_required(["workdir"])
-
-
-def format_predictions(paths, probs, predictor, top_k: int) -> str:
-  """The text the CLI prints: each path, then `probability  class` lines."""
-  lines = []
-  for path, p in zip(paths, probs):
-    lines.append(str(path))
-    lines.extend(f"  {prob:.4f}  {name}" for name, prob in predictor.top_k(p, top_k))
-  return "\n".join(lines)
 
 
 def main(argv):
@@ -68,7 +59,6 @@ def main(argv):
   from alexnet_jax import inference  # pylint: disable=g-import-not-at-top
   from alexnet_jax import checkpoint  # pylint: disable=g-import-not-at-top
   from alexnet_jax import runtime  # pylint: disable=g-import-not-at-top
-  runtime.hide_accelerators_from_tensorflow()
   runtime.quiet_library_logs()
   if not FLAGS["verbosity"].present:  # stdout: the answer; stderr: warnings and errors.
     absl_logging.set_verbosity(absl_logging.WARNING)
@@ -77,16 +67,19 @@ def main(argv):
   except checkpoint.CheckpointError as e:
     raise SystemExit(f"error: {e}") from e
   crops = int(FLAGS.crops) if FLAGS.crops else None
-  images = [epath.Path(path).read_bytes() for path in paths]
-  try:
-    probs = predictor.predict(images, crops=crops, batch_size=FLAGS.batch_size)
-  except Exception as e:  # pylint: disable=broad-except  (TF's decode errors name no file)
-    bad = _first_undecodable(predictor, images, paths)
-    if bad is None:
-      raise
-    raise SystemExit(f"Could not decode {bad} as an image (JPEG, PNG, GIF or BMP): "
-                     f"{type(e).__name__}: {str(e).splitlines()[0][:200]}") from e
-  print(format_predictions(paths, probs, predictor, FLAGS.top_k))
+  batches = []
+  for path in paths:  # One file at a time: TF's decode errors name no file.
+    data = epath.Path(path).read_bytes()
+    try:
+      batches.append(predictor.preprocess([data], crops=crops))
+    except Exception as e:  # pylint: disable=broad-except
+      raise SystemExit(f"Could not decode {path} as an image (JPEG, PNG, GIF or BMP): "
+                       f"{type(e).__name__}: {str(e).splitlines()[0][:200]}") from e
+  probs = predictor.predict_crops(np.concatenate(batches), batch_size=FLAGS.batch_size)
+  for path, p in zip(paths, probs):
+    print(path)
+    for name, prob in predictor.top_k(p, FLAGS.top_k):
+      print(f"  {prob:.4f}  {name}")
   sys.stdout.flush()
 
 
@@ -101,15 +94,6 @@ def _not_an_image_file(path: str) -> str | None:
     return "is a directory: give the image files in it (e.g. DIR/*.jpg)."
   if not p.is_file():
     return "is not a file."
-  return None
-
-
-def _first_undecodable(predictor, images, paths):
-  for data, path in zip(images, paths):
-    try:
-      predictor.preprocess([data], crops=1)
-    except Exception:  # pylint: disable=broad-except
-      return path
   return None
 
 

@@ -1,14 +1,7 @@
 """Process start-up: logging, TensorFlow off the accelerators, jax.distributed, topology.
 
-Under SLURM, JAX's own cluster detection gives each process the one GPU
-numbered SLURM_LOCALID, which is wrong both for one task per node (it would use
-1 of 8 GPUs) and where SLURM already narrowed CUDA_VISIBLE_DEVICES to the task's
-GPU; `slurm_local_device_ids` decides instead.
-
-A multi-process job first meets at the coordinator's address in a small
-rendezvous of its own, so that a process that never starts, or a port that is
-already taken, is named in one line instead of JAX aborting minutes later
-with "another task died".
+Under SLURM, `slurm_local_device_ids` picks each process's GPUs instead of JAX's
+detection, which gives every process only the GPU numbered SLURM_LOCALID.
 """
 
 from __future__ import annotations

@@ -54,9 +54,7 @@ def empty_window() -> dict[str, jax.Array]:
 
 def cross_entropy(logits, labels, label_smoothing: float = 0.0):
   """Per-example softmax cross-entropy with optional label smoothing."""
-  targets = jax.nn.one_hot(labels, logits.shape[-1])
-  if label_smoothing:
-    targets = targets * (1.0 - label_smoothing) + label_smoothing / logits.shape[-1]
+  targets = optax.smooth_labels(jax.nn.one_hot(labels, logits.shape[-1]), label_smoothing)
   return optax.softmax_cross_entropy(logits, targets)
 
 
@@ -80,9 +78,7 @@ def state_partition_specs(state, mesh):
   """Data parallelism replicates everything; towers split params and optimiser state."""
   if num_towers(mesh) == 1:
     return jax.tree.map(lambda _: P(), state)
-  return state.replace(step=P(), params=towers_lib.partition_specs(state.params),
-                       opt_state=towers_lib.partition_specs(state.opt_state),
-                       plateau=jax.tree.map(lambda _: P(), state.plateau))
+  return towers_lib.partition_specs(state)  # The step and plateau scalars stay whole.
 
 
 def state_shardings(state, mesh):
@@ -269,27 +265,30 @@ def make_plateau_step(config):
 # --------------------------------------------------------------------------- state
 
 
-def create_train_state(model, tx, config, mesh) -> TrainState:
-  """Params and optimiser state created directly as device arrays laid out for `mesh`.
-
-  The single-device network is initialised in every layout, so a tower run
-  starts from exactly the parameters of a data-parallel run.
-  """
+def _init_fn(model, tx, config):
+  """`() -> TrainState`: the initial state of a run."""
 
   def init():
     params = models.init_params(model, config.image_size, jax.random.key(config.seed))
     return TrainState(step=jnp.zeros((), jnp.int32), params=params, opt_state=tx.init(params),
                       plateau=optim.PlateauState.initial())
 
+  return init
+
+
+def create_train_state(model, tx, config, mesh) -> TrainState:
+  """Params and optimiser state created directly as device arrays laid out for `mesh`.
+
+  The single-device network is initialised in every layout, so a tower run
+  starts from exactly the parameters of a data-parallel run.
+  """
+  init = _init_fn(model, tx, config)
   return jax.jit(init, out_shardings=state_shardings(jax.eval_shape(init), mesh))()
 
 
 def abstract_train_state(model, tx, config, mesh) -> TrainState:
   """Shapes, dtypes and shardings of the state, without allocating it."""
-  params = jax.eval_shape(lambda: models.init_params(model, config.image_size, jax.random.key(0)))
-  state = jax.eval_shape(lambda p: TrainState(step=jnp.zeros((), jnp.int32), params=p,
-                                              opt_state=tx.init(p),
-                                              plateau=optim.PlateauState.initial()), params)
+  state = jax.eval_shape(_init_fn(model, tx, config))
   return jax.tree.map(lambda s, sh: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=sh),
                       state, state_shardings(state, mesh))
 

@@ -3,14 +3,9 @@
 Start-up checks everything that could fail later (config, data, workdir,
 checkpoints), then the loop trains, logs, evaluates exactly, adjusts the
 learning rate on plateaus and saves. Rerunning the same command resumes from
-the newest checkpoint, bit for bit; a finished run is not trained again.
-SIGTERM or Ctrl-C saves, waits for the save and exits (a second Ctrl-C
-aborts at once).
-
-The loop does no per-step host work beyond fetching the next batch and
-dispatching the step: metrics and the finiteness check accumulate on the
-device (see `alexnet_jax.steps`) and are read one step late, once per
-logging window, while the next step already runs.
+the newest checkpoint, bit for bit; a finished run is not trained again, and a
+stop signal saves first (`_StopSignals`). The loop reads metrics once per
+logging window, one step late (`alexnet_jax.steps`).
 """
 
 from __future__ import annotations
@@ -293,7 +288,7 @@ def train_and_evaluate(config, workdir: str, *, hooks: Sequence[Callable[[int], 
   from alexnet_jax import data  # pylint: disable=g-import-not-at-top
 
   mesh = parallel.create_mesh(model_parallel=config.parallelism.model)
-  config_lib.validate(config, num_devices=parallel.data_parallel_size(mesh))
+  config_lib.validate(config, num_devices=mesh.shape[parallel.DATA_AXIS])
   if warning := runtime.precision_warning(config.half_precision):
     logging.warning("%s", warning)
   info = data.dataset_info(config)

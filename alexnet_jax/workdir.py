@@ -45,6 +45,12 @@ def is_local(p) -> bool:
   return "://" not in os.fspath(p)
 
 
+def absolute(p) -> epath.Path:
+  """An absolute epath (local paths resolved against the current directory)."""
+  p = epath.Path(p)
+  return epath.Path(os.path.abspath(p)) if is_local(p) else p
+
+
 def write_bytes_atomic(target, data: bytes) -> None:
   """Replaces `target` with `data` so that a reader sees the old or the new file, never half."""
   target = epath.Path(target)
@@ -99,10 +105,7 @@ def write_done(workdir, step: int, total_steps: int, metrics: dict) -> None:
 
 
 def clear_done(workdir) -> None:
-  try:
-    (path(workdir) / DONE_FILE).unlink()
-  except FileNotFoundError:
-    pass
+  (path(workdir) / DONE_FILE).unlink(missing_ok=True)
 
 
 def holds_training_run(workdir) -> bool:
@@ -187,10 +190,7 @@ class Lock:
 
   def release(self) -> None:
     if self._held:
-      try:
-        self.file.unlink()
-      except FileNotFoundError:
-        pass
+      self.file.unlink(missing_ok=True)
       self._held = False
 
   def __enter__(self):
@@ -317,8 +317,12 @@ def write_config(workdir, config, data: dict | None = None) -> None:
 # ----------------------------------------------------------------------------
 
 
-def _parse_jsonl(text: str) -> tuple[list[dict], int]:
-  """(complete records, number of lines that were not JSON objects)."""
+def _read_jsonl(target) -> tuple[list[dict], int]:
+  """(complete records, number of lines that were not JSON objects); ([], 0) when missing."""
+  try:
+    text = target.read_text()
+  except FileNotFoundError:
+    return [], 0
   records, bad = [], 0
   for line in text.splitlines():
     if not line.strip():
@@ -342,14 +346,25 @@ def read_metrics(workdir) -> list[dict]:
   resumed runs repair the file, so it reads as one run.
   """
   target = path(workdir) / METRICS_FILE
-  try:
-    text = target.read_text()
-  except FileNotFoundError:
-    return []
-  records, bad = _parse_jsonl(text)
+  records, bad = _read_jsonl(target)
   if bad:
     logging.warning("Skipped %d unreadable line(s) of %s (a run killed mid-write).", bad, target)
   return records
+
+
+def append_metrics(workdir, record: dict) -> None:
+  """Appends one record to metrics.jsonl, flushed at once so a killed run keeps it."""
+  target = path(workdir) / METRICS_FILE
+  line = json.dumps(record) + "\n"
+  if is_local(target):
+    with open(target, "a") as f:  # Plain open: appends, and no path layer in between.
+      f.write(line)
+  else:  # Object stores cannot append: upload the whole (small) file again.
+    try:
+      text = target.read_text()
+    except FileNotFoundError:
+      text = ""
+    target.write_text(text + line)
 
 
 def repair_metrics(workdir, last_step: int) -> int:
@@ -360,11 +375,7 @@ def repair_metrics(workdir, last_step: int) -> int:
   Returns how many lines were dropped.
   """
   target = path(workdir) / METRICS_FILE
-  try:
-    text = target.read_text()
-  except FileNotFoundError:
-    return 0
-  records, bad = _parse_jsonl(text)
+  records, bad = _read_jsonl(target)
   kept = [r for r in records if r["step"] <= last_step]
   dropped = bad + len(records) - len(kept)
   if dropped:

@@ -23,7 +23,7 @@ from alexnet_jax import config_lib
 from alexnet_jax import convert
 from alexnet_jax import inference
 from alexnet_jax import data
-from alexnet_jax import metrics as metrics_lib
+from alexnet_jax import workdir as workdir_lib
 from tests import inference_testlib as testlib
 from tests.helpers import run_main
 
@@ -83,7 +83,7 @@ def test_predictions_reproduce_the_logged_eval_metrics(predictor, workdir):
     top1 += (probs.argmax(-1) == labels).sum()
     nll += -np.log(np.maximum(probs[np.arange(len(labels)), labels], 1e-30)).sum()
     count += mask.sum()
-  logged = [r for r in metrics_lib.read_metrics(workdir) if "eval_top1" in r][-1]
+  logged = [r for r in workdir_lib.read_metrics(workdir) if "eval_top1" in r][-1]
   assert logged["step"] == testlib.TRAIN_STEPS == predictor.step
   assert count == logged["eval_examples"] == 360
   assert top1 / count == pytest.approx(logged["eval_top1"], abs=1e-9)

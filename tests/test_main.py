@@ -14,7 +14,7 @@ import jax
 import numpy as np
 import pytest
 
-from alexnet_jax import metrics as metrics_lib
+from alexnet_jax import workdir as workdir_lib
 from tests.conftest import REPO_ROOT
 from tests.helpers import TINY, final_params, run_main
 
@@ -24,7 +24,7 @@ REQUIRED_METRICS = {"train_loss", "train_top1", "eval_loss", "eval_top1", "eval_
 @pytest.mark.slow
 def test_main_on_fake_data_writes_every_metric(finished_tiny_run):
   workdir = finished_tiny_run
-  records = metrics_lib.read_metrics(str(workdir))
+  records = workdir_lib.read_metrics(str(workdir))
   assert all("step" in r for r in records)
   names = set().union(*records)
   assert REQUIRED_METRICS <= names, REQUIRED_METRICS - names
@@ -45,7 +45,7 @@ def test_rerun_resumes_instead_of_restarting(finished_tiny_run, tmp_path):
   proc = run_main(workdir, "--config.num_train_steps=6")
   assert proc.returncode == 0, proc.stderr[-3000:]
   assert "Resumed from step 4" in proc.stderr
-  steps = [r["step"] for r in metrics_lib.read_metrics(str(workdir)) if "train_loss" in r]
+  steps = [r["step"] for r in workdir_lib.read_metrics(str(workdir)) if "train_loss" in r]
   assert steps == [2, 4, 6]
 
 
@@ -141,7 +141,7 @@ def test_main_entry_point_on_mock_imagenet(tmp_path, monkeypatch):
   finally:
     flags.FLAGS.unparse_flags()
   assert exit_info.value.code in (None, 0)
-  records = metrics_lib.read_metrics(str(workdir))
+  records = workdir_lib.read_metrics(str(workdir))
   names = set().union(*records)
   assert REQUIRED_METRICS <= names, REQUIRED_METRICS - names
   final_eval = [r for r in records if "eval_top1" in r][-1]

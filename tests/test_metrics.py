@@ -52,12 +52,11 @@ def test_a_failed_write_surfaces_at_flush(tmp_path):
     def write_scalars(self, step, scalars):
       raise OSError("disk gone")
 
-  log = tmp_path / "metrics.jsonl"
-  writer = metrics_lib.AsyncWriters([metrics_lib.JsonlWriter(log), Broken()])
+  writer = metrics_lib.AsyncWriters([metrics_lib.JsonlWriter(tmp_path), Broken()])
   writer.write_scalars(1, {"loss": 1.0})
   with pytest.raises(OSError, match="disk gone"):
     writer.flush()
-  assert metrics_lib.read_metrics(str(tmp_path)) == [{"step": 1, "loss": 1.0}]
+  assert workdir_lib.read_metrics(str(tmp_path)) == [{"step": 1, "loss": 1.0}]
   writer.close()
 
 

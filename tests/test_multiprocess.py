@@ -12,7 +12,7 @@ import time
 
 import pytest
 
-from alexnet_jax import metrics as metrics_lib
+from alexnet_jax import workdir as workdir_lib
 from tests.conftest import REPO_ROOT
 from tests.helpers import TINY, final_params, max_rel_diff, with_fault
 
@@ -87,13 +87,13 @@ def test_two_processes_match_one_process_with_four_devices(tmp_path, prepared_di
   step_b, params_b, _ = final_params(str(tmp_path / "one"))
   assert step_a == step_b == 4
   assert max_rel_diff(params_a, params_b) < 1e-5
-  eval_a = [r for r in metrics_lib.read_metrics(str(tmp_path / "two")) if "eval_top1" in r][-1]
-  eval_b = [r for r in metrics_lib.read_metrics(str(tmp_path / "one")) if "eval_top1" in r][-1]
+  eval_a = [r for r in workdir_lib.read_metrics(str(tmp_path / "two")) if "eval_top1" in r][-1]
+  eval_b = [r for r in workdir_lib.read_metrics(str(tmp_path / "one")) if "eval_top1" in r][-1]
   assert eval_a["eval_examples"] == eval_b["eval_examples"] == (360 if dataset == "digits" else 10)
   for key in ("eval_loss", "eval_top1", "eval_top5"):
     assert eval_a[key] == pytest.approx(eval_b[key], rel=1e-5)
   # Only process 0 writes metrics: one record per eval, not two.
-  assert len([r for r in metrics_lib.read_metrics(str(tmp_path / "two")) if "eval_top1" in r]) == 1
+  assert len([r for r in workdir_lib.read_metrics(str(tmp_path / "two")) if "eval_top1" in r]) == 1
 
 
 def test_a_killed_process_fails_the_job_fast_and_a_restart_resumes(tmp_path):

@@ -4,11 +4,6 @@
     model = models.create_model("paper", num_classes=1000)
     params = models.init_params(model, 224, jax.random.key(0))
     logits = model.apply({"params": params}, images_nhwc, train=False)
-
-alexnet.py holds the layouts (`ARCHITECTURES`) and the module, layers.py the
-pieces both programs share, towers.py the paper's two-GPU split as a
-per-device program, lrn.py local response norm, cpu_kernels.py the CPU-fast
-formulations. docs/extending.md shows how to add a variant.
 """
 
 from alexnet_jax.models.alexnet import ARCHITECTURES

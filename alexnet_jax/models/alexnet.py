@@ -1,54 +1,16 @@
 """AlexNet and its descendants as one Flax linen module, built from a table of layouts.
 
-One `AlexNet` module covers four layouts (`VARIANTS`); a variant fixes the
-layer shapes, and the ablation fields (activation, LRN, pooling, dropout,
-width, initialiser, compute dtype) default per variant and can be overridden
-through `create_model(variant, num_classes=..., **overrides)`.
+An `ARCHITECTURES` row fixes a variant's layout and the defaults of its ablation
+fields, which `create_model(variant, num_classes=..., **overrides)` overrides. The
+variants are compared in README's Variants table; docs/extending.md adds one.
 
-  paper        Krizhevsky et al. (2012): 96/256/384/384/256 filters, conv2,
-               conv4 and conv5 split into two towers (`feature_group_count=2`,
-               each half sees only its own tower's channels, as on the two
-               GPUs), LRN after the ReLU of conv1 and conv2, overlapping 3/2
-               max-pooling, 4096-4096 FC with dropout 0.5. 60,965,224
-               parameters at 1000 classes. conv1 uses padding 2 so 224 -> 55
-               (the paper's "224" only works with padding; 227 without).
-  torchvision  torchvision's `alexnet` (the "one weird trick" single-tower
-               layout): 64/192/384/256/256, no LRN, adaptive average pool to
-               6x6, dropout before fc6 and fc7. 61,100,840 parameters.
-  seed         The classic PyTorch "AlexNet for flowers" half-width net:
-               48/128/192/192/128, 2048-2048 FC, no average pool, dropout
-               before fc6 and fc7. 16,630,440 parameters at 1000 classes.
-  small        For 32x32 inputs, in the spirit of the cuda-convnet CIFAR-10
-               nets the paper's authors used: conv1 5x5x64 -> ReLU -> LRN ->
-               max-pool 3/2, conv2 5x5x64 -> ReLU -> LRN -> max-pool 3/2,
-               then fc3 (384) -> fc4 (192) -> fc5 (classes). Layers: conv1,
-               conv2, fc3, fc4, fc5. 1,387,786 parameters at 10 classes;
-               trains in minutes on a CPU. No dropout by default (the
-               cuda-convnet CIFAR nets had none; it slows tiny-data runs).
+Layer (parameter) names are conv1..conv5, fc6, fc7, fc8 in the ImageNet variants
+(the PyTorch converter relies on them). The `intermediates` collection also sees
+`pool1`, `pool2`, `pool5`, `avgpool` (if any) and `flatten`.
 
-Per-variant defaults (overridable):
-
-  variant      lrn    init   dropout  activation  pool
-  paper        True   paper  0.5      relu        3/2
-  torchvision  False  torch  0.5      relu        3/2
-  seed         False  seed   0.5      relu        3/2
-  small        True   flax   0.0      relu        3/2
-
-`cpu_kernels` ("auto" by default, "on", "off") selects, at trace time, the
-formulations of `alexnet_jax.models.cpu_kernels` that are faster on XLA:CPU
-and numerically the same; "auto" turns them on when JAX's default backend is
-the CPU, so GPU/TPU programs are the plain ones.
-
-Layer (parameter) names: conv1..conv5, fc6, fc7, fc8 for the ImageNet
-variants, so checkpoints and the PyTorch converter agree across variants.
-Besides the modules' own outputs, `capture_intermediates=True` / the
-`intermediates` collection sees `pool1`, `pool2`, `pool5`, `avgpool` (if
-any) and `flatten`, which the shape tests use.
-
-Module call: `model.apply({"params": p}, images, train=False)` with NHWC
-float images (already normalised); returns float32 logits (no softmax; float64
-with `dtype=float64`, a reference mode for tests that needs jax_enable_x64). With
-`train=True` and a dropout rate > 0, pass `rngs={"dropout": key}`.
+`model.apply({"params": p}, images, train=False)` takes normalised NHWC float images
+and returns float32 logits (float64 with `dtype=float64`, which needs
+jax_enable_x64); with `train=True` and dropout, pass `rngs={"dropout": key}`.
 """
 
 from __future__ import annotations
@@ -104,6 +66,8 @@ _IMAGENET_DEFAULTS = dict(activation="relu", overlapping_pool=True,
                           dtype=jnp.dtype("float32"), cpu_kernels="auto")
 
 ARCHITECTURES = {
+    # Krizhevsky et al. (2012). conv1 pads 2 so 224 -> 55 (the paper's "224" needs
+    # padding; 227 without).
     "paper": Architecture(
         convs=(
             ConvSpec("conv1", 96, 11, stride=4, padding=2, lrn=True, pool=True),
@@ -117,6 +81,7 @@ ARCHITECTURES = {
         dropout_before_hidden=False,
         defaults=dict(_IMAGENET_DEFAULTS, lrn=True, init="paper"),
     ),
+    # torchvision's alexnet (the "one weird trick" single-tower layout).
     "torchvision": Architecture(
         convs=(
             ConvSpec("conv1", 64, 11, stride=4, padding=2, pool=True),
@@ -128,6 +93,7 @@ ARCHITECTURES = {
         avg_pool=(6, 6),
         defaults=dict(_IMAGENET_DEFAULTS, lrn=False, init="torch"),
     ),
+    # The PyTorch "AlexNet for flowers" half-width net.
     "seed": Architecture(
         convs=(
             ConvSpec("conv1", 48, 11, stride=4, padding=2, pool=True),
@@ -139,6 +105,8 @@ ARCHITECTURES = {
         hidden=(("fc6", 2048), ("fc7", 2048)),
         defaults=dict(_IMAGENET_DEFAULTS, lrn=False, init="seed"),
     ),
+    # For 32x32 inputs, after cuda-convnet's CIFAR-10 nets; no dropout (they had none,
+    # and it slows tiny-data runs).
     "small": Architecture(
         convs=(
             ConvSpec("conv1", 64, 5, padding=2, lrn=True, pool=True),
@@ -149,9 +117,7 @@ ARCHITECTURES = {
         head="fc5",
         dropout_before_hidden=False,
         image_size=32,
-        defaults=dict(activation="relu", lrn=True, overlapping_pool=True,
-                      dropout_rate=0.0, width_multiplier=1.0, init="flax",
-                      dtype=jnp.dtype("float32"), cpu_kernels="auto"),
+        defaults=dict(_IMAGENET_DEFAULTS, lrn=True, dropout_rate=0.0, init="flax"),
     ),
 }
 
@@ -177,21 +143,10 @@ def _architecture(variant):
 class AlexNet(nn.Module):
   """AlexNet family; build it with `create_model` (which validates fields).
 
-  Attributes:
-    variant: one of `VARIANTS`; fixes the layout.
-    num_classes: logits per example.
-    activation: one of layers.ACTIVATIONS, after every conv and hidden FC layer.
-    lrn: LocalResponseNorm (paper settings) after the activation of the layers
-      the variant marks (conv1 and conv2), before their pooling.
-    overlapping_pool: True: 3x3 windows with stride 2 (the paper's); False: 2x2.
-    dropout_rate: dropout on the hidden FC layers (0 disables).
-    width_multiplier: scales every conv and hidden FC width (conv widths stay a
-      multiple of the two towers in `paper`).
-    initializer: config.model.init, one of layers.INITS (a linen module cannot
-      have a field named `init`).
-    dtype: compute dtype; params stay float32, logits come back in float32
-      (float64 for a float64 model).
-    cpu_kernels: "auto" | "on" | "off" (see the module docstring).
+  `variant` fixes the layout; the other fields are the ablations (config_lib.FIELDS
+  says what each means). `initializer` is config.model.init (a linen module cannot
+  have a field named `init`). `dtype` is the compute dtype: params stay float32.
+  `cpu_kernels` ("auto", "on", "off") picks alexnet_jax.models.cpu_kernels' formulations.
   """
 
   variant: str = "paper"
@@ -300,20 +255,10 @@ def check_override(key, value):
 
 
 def create_model(variant: str, *, num_classes: int, **overrides) -> AlexNet:
-  """Builds a variant with its defaults, then applies `overrides`.
+  """Builds a variant with its defaults, then applies `overrides` (any of `OVERRIDES`).
 
-  Args:
-    variant: one of `VARIANTS`.
-    num_classes: number of logits.
-    **overrides: any of `OVERRIDES` (activation, lrn, overlapping_pool,
-      dropout_rate, width_multiplier, init, dtype, cpu_kernels). A value of None means "the
-      variant's default" (config placeholders pass through untouched).
-
-  Returns:
-    An `AlexNet` module.
-
-  Raises:
-    ValueError: unknown variant, unknown override key, or a bad value.
+  An override of None means the variant's default (config placeholders pass through).
+  Raises ValueError for an unknown variant or override key, or a bad value.
   """
   arch = _architecture(variant)
   if (isinstance(num_classes, bool) or not isinstance(num_classes, (int, np.integer))

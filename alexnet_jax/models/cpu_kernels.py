@@ -1,38 +1,18 @@
 """Formulations and XLA settings that make AlexNet train fast on XLA:CPU.
 
-Two things made a plain Flax AlexNet train at ~0.4x PyTorch's speed on a
-2-core CPU (seed variant, batch 64 at 224; measured with
-`python benchmarks/throughput.py`):
+1. Convolution weight gradients: jaxlib 0.10 hands convolutions to YNNPACK, which
+   runs a weight gradient (a convolution whose "kernel" is the whole output map)
+   ~10x slower than XLA's own Eigen convolution (conv2 at batch 64: 2.1 s vs 0.19 s
+   of CPU time). `cpu_compiler_options()` takes only the convolutions away from
+   YNNPACK for one `jax.jit`.
+2. Max-pool gradients: JAX differentiates `reduce_window(max)` through int32 index
+   arrays and a scatter, which cost more on CPU than the convolutions around them.
+   `max_pool` has a custom VJP that routes the cotangent with pads instead.
 
-1. Convolution weight gradients. jax/jaxlib 0.10 hands every convolution to
-   YNNPACK by default (`ynn_fusion` in the optimised HLO). Its forward and
-   input-gradient convolutions are fine, but a weight gradient is a
-   convolution whose "kernel" is the whole 27x27 (or 13x13) output map, and
-   YNNPACK runs that ~10x slower than XLA's own Eigen convolution (conv2:
-   2.1 s vs 0.19 s of CPU time at batch 64). `cpu_compiler_options()` takes
-   convolutions (only those) away from YNNPACK for one `jax.jit`; the train
-   and eval steps use it via `compiler_options(model.cpu_kernels)`. Numerics:
-   the same convolution, another library's summation order (differences
-   ~1e-7 relative; against a float64 reference the Eigen results are as
-   close as YNNPACK's, see tests/test_models.py's float64 parity test).
-
-2. Max-pool gradients. JAX differentiates `reduce_window(max)` by carrying
-   int32 iota index arrays through a variadic reduce-window (one per window
-   dimension, each as large as the activation) and scattering with them;
-   on CPU the iotas, the tuple reduce-window and the scatter cost more than
-   the convolutions around them. `max_pool` below has a custom VJP: the
-   forward pass records which of the window's k*k positions won (an int8
-   per output, the first maximum in row-major order: the tie rule of JAX's
-   own gradient and of PyTorch), and the backward pass routes the cotangent
-   back with shifted pads and one interleave: no scatter, no
-   select-and-scatter, only elementwise work XLA fuses. The forward maxima
-   are an elementwise max of strided slices, which XLA fuses with the ReLU
-   before it.
-
-The model and the steps use these only when `model.cpu_kernels` says so
-("auto": when JAX's default backend is the CPU), so GPU/TPU programs are
-unchanged.
-tests/test_cpu_kernels.py proves each formulation equals the plain one.
+Both are numerically the same (convolutions differ ~1e-7 relative: another
+library's summation order). They apply only when `model.cpu_kernels` says so
+("auto": when JAX's default backend is the CPU); tests/test_cpu_kernels.py proves
+each equals the plain formulation.
 """
 
 from __future__ import annotations
@@ -97,12 +77,8 @@ def enabled(setting: str) -> bool:
 
 
 def compiler_options(setting: str) -> dict:
-  """`jax.jit` compiler options for a program whose model has `cpu_kernels=setting`.
-
-  The train and eval steps pass this to `jax.jit`, so one switch
-  (`model.cpu_kernels`) turns all of the CPU work on or off, and a notebook
-  or a library caller gets it without touching XLA_FLAGS before JAX starts.
-  """
+  """`jax.jit` compiler options for a program whose model has `cpu_kernels=setting`, so
+  one switch turns all of the CPU work on or off without touching XLA_FLAGS."""
   return cpu_compiler_options() if enabled(setting) else {}
 
 

@@ -69,13 +69,11 @@ local_response_norm.defvjp(_lrn_fwd, _lrn_bwd)
 
 
 class LocalResponseNorm(nn.Module):
-  """LRN over the last axis (NHWC channels), torch.nn.LocalResponseNorm's formula.
+  """LRN over the last axis (NHWC channels).
 
   The window holds channels i - n//2 .. i + (n-1)//2, zeros beyond the edges.
   It runs in float32 (float64 for float64 input) whatever the input dtype:
-  bf16 squares summed and raised to a power lose too many bits. The windowed
-  sum is a few shifted slices and the gradient is written by hand, because
-  LRN sits on the two largest activation maps.
+  bf16 squares summed and raised to a power lose too many bits.
   """
 
   size: int = 5

@@ -1,26 +1,11 @@
-"""The paper's two-GPU model parallelism: each device holds one tower.
+"""The paper's two-GPU model parallelism (docs/design.md): each device holds one tower.
 
-Krizhevsky et al. split AlexNet over two GPUs: each holds half of every
-layer's filters and half of the FC units. conv2, conv4 and conv5 see only
-their own tower's maps (the grouped convolutions); conv3 and the FC layers
-read both towers, so only there do the GPUs exchange activations.
-
-`TowerAlexNet` is the per-device program of that split, for use inside
-`shard_map` with a `"model"` mesh axis of size 2 (more towers work too). It
-holds the local halves of the single-device `paper` model's parameters under
-the same names, so the global parameter tree is the ordinary one, sharded on
-its output-feature axis (`param_partition_specs`). Communication, all as
-`lax.all_gather` over the tower axis:
-
-  * before conv3, fc6, fc7 and fc8: the other towers' activations;
-  * after fc8: the other towers' logits;
-  * around LRN (conv1, conv2): the n//2 edge channels of the neighbouring
-    tower, because the single-device network's LRN window crosses the tower
-    boundary. This keeps the split exactly equal to the single-device model.
-
-Every tower computes the same loss from the gathered logits, so the backward
-pass of the gathers sums identical cotangents from each tower; the train step
-divides the loss by the tower count to compensate.
+`TowerAlexNet` is the per-device program of the `paper` network under `shard_map`
+over a `"model"` mesh axis (2 towers, or more). Its params keep the single-device
+model's names and are split on their last (output-feature) axis (`partition_specs`);
+the towers exchange activations with `lax.all_gather`, LRN's edge channels included,
+so the split equals the single-device model. Every tower computes the same loss from
+the gathered logits, so the train step divides the loss by the tower count.
 """
 
 from __future__ import annotations
@@ -127,8 +112,8 @@ def create_tower_model(model: nn.Module, towers: int) -> TowerAlexNet:
 def partition_specs(tree):
   """Splits every array leaf on its last axis over the towers; scalars stay whole.
 
-  Applies to the params (kernels and biases split on output features) and to
-  the optimiser state, whose array leaves mirror the params.
+  Applies to the params (kernels and biases split on output features), to the
+  optimiser state, whose array leaves mirror the params, and to the train state.
   """
   return jax.tree.map(
       lambda x: P(*([None] * (x.ndim - 1)), MODEL_AXIS) if x.ndim else P(), tree)
