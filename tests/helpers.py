@@ -82,12 +82,13 @@ def run_main(workdir, *overrides, config=TINY, fault=None, timeout=300, devices=
                         text=True, timeout=timeout)
 
 
-def shared_run(basetemp, name, *overrides, **run_main_kwargs) -> pathlib.Path:
+def shared_run(basetemp, name, *overrides, in_process=False, **run_main_kwargs) -> pathlib.Path:
   """A finished `run_main` that the whole test session shares; copy it before changing it.
 
   Under pytest-xdist the workers' base directories (.../popen-gwN) share a
   parent, so the first worker to ask trains and the others wait on a file lock
-  and reuse the run.
+  and reuse the run. `in_process`: trained by `train_and_evaluate` in this
+  process (on its 8 devices) instead of `python main.py`.
   """
   shared = pathlib.Path(basetemp)
   if os.environ.get("PYTEST_XDIST_WORKER"):
@@ -96,10 +97,32 @@ def shared_run(basetemp, name, *overrides, **run_main_kwargs) -> pathlib.Path:
   with open(shared / f"{name}.lock", "w") as lock:
     fcntl.flock(lock, fcntl.LOCK_EX)
     if not (workdir / "done.json").exists():
-      proc = run_main(workdir, *overrides, **run_main_kwargs)
-      if proc.returncode != 0:
-        raise RuntimeError(f"The shared run {name!r} failed:\n{proc.stderr[-4000:]}")
+      if in_process:
+        _train_in_process(workdir, run_main_kwargs.get("config", TINY), overrides)
+      else:
+        proc = run_main(workdir, *overrides, **run_main_kwargs)
+        if proc.returncode != 0:
+          raise RuntimeError(f"The shared run {name!r} failed:\n{proc.stderr[-4000:]}")
   return workdir
+
+
+def _train_in_process(workdir, config_spec, overrides):
+  """`python main.py --config=SPEC --workdir=WORKDIR --config.KEY=VALUE...`, in this process."""
+  import ast  # pylint: disable=g-import-not-at-top
+  from alexnet_jax import config_lib, train  # pylint: disable=g-import-not-at-top
+  config = config_lib.load(str(REPO_ROOT / config_spec) if config_spec.startswith("configs/")
+                           else config_spec)
+  for override in overrides:
+    key, _, raw = override[len("--config."):].partition("=")
+    *parents, leaf = key.split(".")
+    node = config
+    for parent in parents:
+      node = node[parent]
+    try:
+      node[leaf] = ast.literal_eval(raw)
+    except (ValueError, SyntaxError):
+      node[leaf] = raw
+  train.train_and_evaluate(config, str(workdir))
 
 
 def final_params(workdir):

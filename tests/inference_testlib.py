@@ -3,7 +3,8 @@
 Training is the slow part of these tests, so `trained_digits` runs it once per
 test session (`helpers.shared_run`: the pytest-xdist workers share it). The run
 is the real quickstart (the `small` AlexNet on scikit-learn's digits, a real
-dataset that builds offline) cut to 8 steps, on 8 simulated devices, with
+dataset that builds offline) cut to 8 steps, on the test process's 8 simulated
+devices (in process: the fixture of fast tests), with
 checkpoints at steps 4 and 8 and an eval at step 8.
 """
 
@@ -22,7 +23,7 @@ def trained_digits(basetemp: str, tfds_data_dir: str) -> str:
   return str(shared_run(basetemp, "digits_run", f"--config.num_train_steps={TRAIN_STEPS}",
                         "--config.eval_every_steps=8", "--config.checkpoint_every_steps=4",
                         "--config.log_every_steps=4", f"--config.tfds_data_dir={tfds_data_dir}",
-                        config="configs/quickstart.py", devices=8, timeout=600))
+                        config="configs/quickstart.py", in_process=True))
 
 
 def digits_test_images(n):

@@ -129,6 +129,7 @@ def test_missing_torch_gives_clear_error(monkeypatch, tmp_path):
     convert.load_torch_state_dict(str(tmp_path / "x.pth"))
 
 
+@pytest.mark.slow
 def test_cli_writes_a_loadable_checkpoint(tmp_path):
   ref = torch_model("seed", 4)
   pth = tmp_path / "seed.pth"

@@ -278,6 +278,7 @@ IN_PROCESS = [convert_into_training_workdir, torn_metrics_line, fewer_steps_on_a
               damaged_newest_checkpoint_for_predict]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("case", IN_PROCESS, ids=[c.__name__ for c in IN_PROCESS])
 def test_fault_in_process(case, run_copy, tmp_path, caplog):
   caplog.set_level("INFO")

@@ -60,6 +60,7 @@ def test_a_failed_write_surfaces_at_flush(tmp_path):
   writer.close()
 
 
+@pytest.mark.slow
 def test_training_and_restoring_on_fake_data_never_import_tensorflow(tmp_path):
   """Start-up stays cheap: TensorFlow (~6 s to import here) loads only for tf.data sources."""
   script = f"""

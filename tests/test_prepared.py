@@ -209,6 +209,7 @@ def test_a_resume_after_the_source_folder_changed_is_refused(flowers, tmp_path, 
   assert _snapshot(partial) == before  # Nothing written.
 
 
+@pytest.mark.slow
 def test_the_prepare_command_says_a_changed_source_in_one_line(flowers, tmp_path, monkeypatch):
   root = tmp_path / "folder"
   shutil.copytree(flowers, root)
@@ -314,6 +315,7 @@ def test_a_damaged_shard_is_named_when_the_dataset_opens(digits_dir, tfds_data_d
     data.dataset_info(_train_config(tfds_data_dir, root))
 
 
+@pytest.mark.slow
 def test_training_names_a_damaged_shard_in_one_line(digits_dir, tmp_path):
   root = _copy(digits_dir, tmp_path)
   with open(root / "train-00002.images", "r+b") as f:

@@ -157,6 +157,7 @@ def test_a_write_killed_midway_keeps_the_previous_file(tmp_path, monkeypatch):
   assert os.listdir(tmp_path) == ["model.jax"]  # no temporary file left
 
 
+@pytest.mark.slow
 def test_an_export_killed_midway_keeps_the_previous_artifact(finished_tiny_run, tmp_path,
                                                             monkeypatch):
   from alexnet_jax import export, inference  # pylint: disable=g-import-not-at-top
@@ -187,6 +188,7 @@ def test_a_workdir_path_that_is_not_utf8_is_refused_before_anything_is_written(t
   assert os.listdir(tmp_path) == []
 
 
+@pytest.mark.slow
 def test_a_finished_run_on_a_now_read_only_workdir_is_finished_not_unwritable(
     finished_tiny_run, tmp_path):
   import subprocess  # pylint: disable=g-import-not-at-top

@@ -321,6 +321,7 @@ def test_a_second_sweep_on_a_locked_workdir_is_refused_in_one_line(tmp_path):
   assert not (tmp_path / "w" / "sweep.json").exists()
 
 
+@pytest.mark.slow
 def test_points_get_sigterm_when_the_launcher_is_killed(tmp_path):
   launcher = subprocess.Popen([sys.executable, "-c", textwrap.dedent('''
       import subprocess, sys
