@@ -65,6 +65,17 @@ _IMAGENET_DEFAULTS = dict(activation="relu", overlapping_pool=True,
                           dropout_rate=0.5, width_multiplier=1.0,
                           dtype=jnp.dtype("float32"), cpu_kernels="auto")
 
+
+def _single_tower(*widths):
+  """The single-tower ImageNet convs (torchvision's and the seed's), by conv1..conv5 width."""
+  c1, c2, c3, c4, c5 = widths
+  return (ConvSpec("conv1", c1, 11, stride=4, padding=2, pool=True),
+          ConvSpec("conv2", c2, 5, padding=2, pool=True, bias_one=True),
+          ConvSpec("conv3", c3, 3, padding=1),
+          ConvSpec("conv4", c4, 3, padding=1, bias_one=True),
+          ConvSpec("conv5", c5, 3, padding=1, pool=True, bias_one=True))
+
+
 ARCHITECTURES = {
     # Krizhevsky et al. (2012). conv1 pads 2 so 224 -> 55 (the paper's "224" needs
     # padding; 227 without).
@@ -83,25 +94,13 @@ ARCHITECTURES = {
     ),
     # torchvision's alexnet (the "one weird trick" single-tower layout).
     "torchvision": Architecture(
-        convs=(
-            ConvSpec("conv1", 64, 11, stride=4, padding=2, pool=True),
-            ConvSpec("conv2", 192, 5, padding=2, pool=True, bias_one=True),
-            ConvSpec("conv3", 384, 3, padding=1),
-            ConvSpec("conv4", 256, 3, padding=1, bias_one=True),
-            ConvSpec("conv5", 256, 3, padding=1, pool=True, bias_one=True),
-        ),
+        convs=_single_tower(64, 192, 384, 256, 256),
         avg_pool=(6, 6),
         defaults=dict(_IMAGENET_DEFAULTS, lrn=False, init="torch"),
     ),
     # The PyTorch "AlexNet for flowers" half-width net.
     "seed": Architecture(
-        convs=(
-            ConvSpec("conv1", 48, 11, stride=4, padding=2, pool=True),
-            ConvSpec("conv2", 128, 5, padding=2, pool=True, bias_one=True),
-            ConvSpec("conv3", 192, 3, padding=1),
-            ConvSpec("conv4", 192, 3, padding=1, bias_one=True),
-            ConvSpec("conv5", 128, 3, padding=1, pool=True, bias_one=True),
-        ),
+        convs=_single_tower(48, 128, 192, 192, 128),
         hidden=(("fc6", 2048), ("fc7", 2048)),
         defaults=dict(_IMAGENET_DEFAULTS, lrn=False, init="seed"),
     ),
