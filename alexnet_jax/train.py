@@ -137,26 +137,64 @@ class WindowClock:
     return max(elapsed, 1e-9)
 
 
+class TrainLog:
+  """A run's metrics as the loop writes them: logging windows, written one step late (when
+  the next step is queued behind them) and timed by a WindowClock, and eval results; keeps
+  the latest value of each for the run's final metrics."""
+
+  def __init__(self, writer, batch_size: int):
+    self.writer, self.batch_size = writer, batch_size
+    self.clock = WindowClock()
+    self.final: dict[str, Any] = {}
+    self._pending = None
+
+  def queue(self, step, window):
+    """Writes this window at the next `flush`, once the step after it is dispatched."""
+    self._pending = (step, window)
+
+  def flush(self):
+    if self._pending is not None:
+      (step, window), self._pending = self._pending, None
+      self.write_window(step, window)
+
+  def write_window(self, step, window):
+    """Writes a logging window's metrics; raises if any of its steps was not finite."""
+    window = jax.device_get(window)
+    elapsed = self.clock.lap()
+    if window["first_bad_step"] >= 0:
+      raise NonFiniteLossError(
+          f"Non-finite loss or gradient at step {int(window['first_bad_step'])} (checked at "
+          f"step {step}). The last checkpoint is the last finite state. Likely causes: a "
+          "learning rate too high for this batch size/schedule (try a lower "
+          "--config.learning_rate or a warm-up), or corrupt input data.")
+    summary = metrics_lib.summarize_train(window)
+    summary["images_per_sec"] = float(window["num_steps"]) * self.batch_size / elapsed
+    self.write(step, summary)
+
+  def write(self, step, scalars):
+    self.writer.write_scalars(step, scalars)
+    self.final.update(scalars)
+
+
 class _Run:
-  """One training run's objects and the named parts of its loop."""
+  """One training run's objects (model, optimiser, checkpoints, compiled steps, its
+  TrainLog) and the named parts of its loop: restore or init, evaluate, save."""
 
   def __init__(self, config, workdir, mesh, info, plan):
     self.config, self.workdir, self.mesh, self.info, self.plan = config, workdir, mesh, info, plan
     self.num_classes = int(config.num_classes or info.num_classes)
     self.model = config_lib.create_model(config, self.num_classes)
     self.tx = optim.create_optimizer(config)
-    self.writer = metrics_lib.create_writer(workdir, config.writers,
-                                            _flat(config_lib.to_dict(config)))
+    self.log = TrainLog(metrics_lib.create_writer(workdir, config.writers,
+                                                  _flat(config_lib.to_dict(config))),
+                        config.batch_size)
     ckpt_lib.write_replicated_arrays_once()  # An Orbax global: training runs only.
     self.ckpt = ckpt_lib.Checkpointer(workdir_lib.path(workdir) / workdir_lib.CHECKPOINT_DIR,
                                       keep=config.keep_checkpoints, keep_best=config.keep_best,
                                       best_metric=config.best_metric)
     self.abstract_state = steps.abstract_train_state(self.model, self.tx, config, mesh)
-    self.final: dict[str, Any] = {}
     # config.best_metric of the best saved checkpoints, best first (restored on resume).
     self.best_values: list[float] = []
-    self.pending_log = None
-    self.clock = WindowClock()
 
   # ---- state ----
   def restore_or_init(self):
@@ -199,29 +237,9 @@ class _Run:
     self.plateau_step = steps.make_plateau_step(config)
 
   # ---- the parts of the loop ----
-  def log_window(self, step, window):
-    """Writes a logging window's metrics; raises if any of its steps was not finite."""
-    window = jax.device_get(window)
-    elapsed = self.clock.lap()
-    if window["first_bad_step"] >= 0:
-      raise NonFiniteLossError(
-          f"Non-finite loss or gradient at step {int(window['first_bad_step'])} (checked at "
-          f"step {step}). The last checkpoint is the last finite state. Likely causes: a "
-          "learning rate too high for this batch size/schedule (try a lower "
-          "--config.learning_rate or a warm-up), or corrupt input data.")
-    summary = metrics_lib.summarize_train(window)
-    summary["images_per_sec"] = float(window["num_steps"]) * self.config.batch_size / elapsed
-    self.writer.write_scalars(step, summary)
-    self.final.update(summary)
-
-  def flush_log(self):
-    if self.pending_log is not None:
-      pending, self.pending_log = self.pending_log, None
-      self.log_window(*pending)
-
   def evaluate(self, state, step):
     jax.block_until_ready(state.params)  # The steps queued before it are training time.
-    with self.clock.paused():
+    with self.log.clock.paused():
       return self._evaluate(state, step)
 
   def _evaluate(self, state, step):
@@ -248,21 +266,20 @@ class _Run:
     if int(jax.device_get(state.plateau.num_decays)) > decays:
       logging.info("Eval top-1 plateaued: learning rate scale now %g.",
                    float(jax.device_get(state.plateau.scale)))
-    self.writer.write_scalars(step, result)
-    self.final.update(result)
+    self.log.write(step, result)
     return state, result
 
   def save(self, state, step, window, *, eval_metrics=None, force=False):
     """Saves `state` once every step up to `step` is known to be finite."""
     jax.block_until_ready(state.params)  # The steps queued before it are training time.
-    with self.clock.paused():
+    with self.log.clock.paused():
       self._save(state, step, window, eval_metrics=eval_metrics, force=force)
 
   def _save(self, state, step, window, *, eval_metrics, force):
-    self.flush_log()
+    self.log.flush()
     bad = int(jax.device_get(window["first_bad_step"]))
     if bad >= 0:
-      self.log_window(step, window)  # Raises NonFiniteLossError naming the step.
+      self.log.write_window(step, window)  # Raises NonFiniteLossError naming the step.
     metric = self.config.best_metric
     if eval_metrics is not None:
       self.best_values = ckpt_lib.best_first(self.best_values + [eval_metrics[metric]],
@@ -274,7 +291,7 @@ class _Run:
     self.ckpt.save(step, params=state.params, opt_state=state.opt_state, meta=meta,
                    metrics={metric: eval_metrics[metric]} if eval_metrics else None,
                    force=force)
-    self.writer.flush()  # What is logged up to a checkpoint is on disk with it.
+    self.log.writer.flush()  # What is logged up to a checkpoint is on disk with it.
 
 
 def train_and_evaluate(config, workdir: str, *, hooks: Sequence[Callable[[int], Any]] = (),
@@ -329,7 +346,7 @@ def _train(config, workdir, mesh, info, plan, hooks, save_hooks) -> dict[str, An
     run.ckpt.close()
     return {"step": start_step}
   if start_step == 0:
-    run.writer.write_hparams({k: (v if isinstance(v, (int, float, str, bool)) else str(v))
+    run.log.writer.write_hparams({k: (v if isinstance(v, (int, float, str, bool)) else str(v))
                               for k, v in _flat(config_lib.to_dict(config)).items()})
   run.compile()
   total, log_every = plan.total_steps, config.log_every_steps
@@ -349,12 +366,12 @@ def _train(config, workdir, mesh, info, plan, hooks, save_hooks) -> dict[str, An
         step += 1
         for hook in hooks:
           hook(step)
-        run.flush_log()  # The previous window, now that this step is queued behind it.
+        run.log.flush()  # The previous window, now that this step is queued behind it.
         if step % log_every == 0 or step == total:
-          run.pending_log = (step, window)
+          run.log.queue(step, window)
         eval_metrics = None
         if step % plan.eval_every == 0 or step == total:
-          run.flush_log()
+          run.log.flush()
           state, eval_metrics = run.evaluate(state, step)
         preempted = stop.requested is not None or (
             multi_process and run.ckpt.reached_preemption(step))
@@ -372,14 +389,14 @@ def _train(config, workdir, mesh, info, plan, hooks, save_hooks) -> dict[str, An
           logging.warning("Saved step %d after %s; exiting. Rerun the same command to resume.",
                           step, stop.requested or "a preemption notice")
           break
-      run.flush_log()
+      run.log.flush()
   finally:
     # Saves already started hold finite states: let them land even when the
     # loop leaves on an error.
     run.ckpt.wait()
     run.ckpt.close()
-    run.writer.close()
-  final = dict(run.final, step=step, compile_time_sec=run.compile_seconds)
+    run.log.writer.close()
+  final = dict(run.log.final, step=step, compile_time_sec=run.compile_seconds)
   if step == total and jax.process_index() == 0:
     workdir_lib.write_done(workdir, step, total, final)
   return final

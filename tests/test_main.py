@@ -148,3 +148,31 @@ def test_main_entry_point_on_mock_imagenet(tmp_path, monkeypatch):
   assert final_eval["eval_examples"] == 20  # every mock validation example, once
   config = json.loads((workdir / "config.json").read_text())
   assert config["dataset"] == "imagenet2012" and config["eval_crops"] == 10
+
+
+def test_the_train_log_writes_a_window_once_flushed_and_refuses_a_non_finite_one():
+  """A queued window is written at the next flush (one step late), once; eval results
+  and windows both feed the final metrics; a window with a bad step raises, naming it."""
+  from alexnet_jax import metrics as metrics_lib, steps, train
+  written = []
+
+  class Recorder(metrics_lib.Writer):
+
+    def write_scalars(self, step, scalars):
+      written.append((step, dict(scalars)))
+
+  log = train.TrainLog(Recorder(), batch_size=8)
+  window = dict(steps.empty_window(), loss_sum=np.float32(6.0), count=np.float32(8.0),
+                num_steps=np.float32(2.0))
+  log.queue(2, window)
+  assert written == []
+  log.flush()
+  log.flush()
+  assert [s for s, _ in written] == [2]
+  assert written[0][1]["train_loss"] == pytest.approx(0.75)
+  assert written[0][1]["images_per_sec"] > 0
+  log.write(2, {"eval_top1": 0.5})
+  assert log.final["eval_top1"] == 0.5 and log.final["train_loss"] == pytest.approx(0.75)
+  log.queue(4, dict(window, first_bad_step=np.int32(3)))
+  with pytest.raises(train.NonFiniteLossError, match="at step 3 \\(checked at step 4\\)"):
+    log.flush()
