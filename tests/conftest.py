@@ -14,6 +14,9 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 # The suite runs on the CPU even on a GPU machine (it never lands there by accident).
 os.environ["JAX_PLATFORMS"] = "cpu"
 os.environ["CUDA_VISIBLE_DEVICES"] = ""
+# The training loop promises no per-step host sync: under tests (and in the training
+# processes they start) an implicit host<->device transfer in it fails the run.
+os.environ["ALEXNET_JAX_LOOP_TRANSFER_GUARD"] = "disallow"
 
 import pytest  # noqa: E402
 
@@ -22,10 +25,6 @@ sys.path.insert(0, str(REPO_ROOT))
 
 FLOWERS = REPO_ROOT / "tests" / "data" / "flowers"
 
-# The training loop promises no per-step host sync: under tests an implicit
-# host<->device transfer anywhere in it fails the run (explicit ones pass).
-from alexnet_jax import train  # noqa: E402  pylint: disable=g-import-not-at-top
-train.LOOP_TRANSFER_GUARD = "disallow"
 
 
 @pytest.fixture(scope="session")
