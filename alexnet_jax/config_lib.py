@@ -263,10 +263,8 @@ FIELDS: dict[str, Field] = {
 RESUMABLE_KEYS = frozenset({
     "num_train_steps", "num_epochs", "log_every_steps", "eval_every_steps",
     "checkpoint_every_steps", "keep_checkpoints", "keep_best", "profile", "prefetch_batches",
-    "writers",
-    "input_workers",
-    "eval_batch_size", "data_dir", "tfds_data_dir", "allow_config_change",
-    "compilation_cache_dir",
+    "writers", "input_workers", "eval_batch_size", "data_dir", "tfds_data_dir",
+    "allow_config_change", "compilation_cache_dir",
 })
 
 

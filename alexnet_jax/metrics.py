@@ -30,6 +30,7 @@ import numpy as np
 
 from alexnet_jax import workdir as workdir_lib
 
+
 def _to_python(value):
   value = np.asarray(value)
   return value.item() if value.ndim == 0 else value.tolist()
@@ -251,8 +252,7 @@ def create_writer(workdir, writers: str = "tensorboard", config: Mapping[str, An
     return ConsoleWriter()
   extra = [WRITERS[name.strip()](workdir, config or {})
            for name in writers.split(",") if name.strip()]
-  return AsyncWriters([ConsoleWriter(), *extra,
-                       JsonlWriter(workdir)])
+  return AsyncWriters([ConsoleWriter(), *extra, JsonlWriter(workdir)])
 
 
 def summarize_train(window: Mapping[str, Any]) -> dict[str, float]:

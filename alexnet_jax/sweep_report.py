@@ -7,6 +7,7 @@ points run from printed commands.
 from __future__ import annotations
 
 import dataclasses
+import io
 import json
 import re
 
@@ -266,9 +267,10 @@ def _plot(results, path, *, key, ylabel, title, transform=None, hline=None):
   if drawn:
     ax.legend(fontsize="small")
   fig.tight_layout()
-  with workdir_lib.path(path).open("wb") as f:  # local or cloud
-    fig.savefig(f, format="png", dpi=110)
+  buffer = io.BytesIO()
+  fig.savefig(buffer, format="png", dpi=110)
   plt.close(fig)
+  workdir_lib.write_bytes_atomic(path, buffer.getvalue())  # local or cloud, whole or not at all
 
 
 def _by_arm(results) -> dict[str, list]:

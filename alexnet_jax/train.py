@@ -186,8 +186,8 @@ class _Run:
     self.num_classes = int(config.num_classes or info.num_classes)
     self.model = config_lib.create_model(config, self.num_classes)
     self.tx = optim.create_optimizer(config)
-    self.log = TrainLog(metrics_lib.create_writer(workdir, config.writers,
-                                                  _flat(config_lib.to_dict(config))),
+    self.flat_config = _flat(config_lib.to_dict(config))  # For trackers and hparams.
+    self.log = TrainLog(metrics_lib.create_writer(workdir, config.writers, self.flat_config),
                         config.batch_size)
     ckpt_lib.write_replicated_arrays_once()  # An Orbax global: training runs only.
     self.ckpt = ckpt_lib.Checkpointer(workdir_lib.path(workdir) / workdir_lib.CHECKPOINT_DIR,
@@ -348,7 +348,7 @@ def _train(config, workdir, mesh, info, plan, hooks, save_hooks) -> dict[str, An
     return {"step": start_step}
   if start_step == 0:
     run.log.writer.write_hparams({k: (v if isinstance(v, (int, float, str, bool)) else str(v))
-                              for k, v in _flat(config_lib.to_dict(config)).items()})
+                                  for k, v in run.flat_config.items()})
   run.compile()
   total, log_every = plan.total_steps, config.log_every_steps
   window = jax.device_put(steps.empty_window(), parallel.replicated(mesh))
